@@ -1,0 +1,236 @@
+{{/*
+One facewire service as a Deployment. Every service runs the same image and binary with its
+own subcommand. Call with (dict "root" $ "component" "receiver").
+  grpc:   whether the service serves gRPC (and so gets native gRPC probes)
+  images: whether it needs the shared image volume
+*/}}
+{{- define "facewire.deployment" -}}
+{{- $root := .root }}
+{{- $component := .component }}
+{{- $svc := index $root.Values $component }}
+{{- $grpc := ne $component "frontend" }}
+{{- $images := or (eq $component "receiver") (eq $component "processor") }}
+{{- $ctx := dict "root" $root "component" $component }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "facewire.fullname" $root }}-{{ $component }}
+  labels:
+    {{- include "facewire.componentLabels" $ctx | nindent 4 }}
+spec:
+  {{- if not $svc.autoscaling.enabled }}
+  replicas: {{ $svc.replicaCount }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "facewire.selectorLabels" $ctx | nindent 6 }}
+  strategy:
+    type: {{ $svc.strategy.type }}
+    {{- if eq $svc.strategy.type "RollingUpdate" }}
+    rollingUpdate:
+      maxSurge: {{ $svc.strategy.rollingUpdate.maxSurge }}
+      maxUnavailable: {{ $svc.strategy.rollingUpdate.maxUnavailable }}
+    {{- end }}
+  template:
+    metadata:
+      labels:
+        {{- include "facewire.componentLabels" $ctx | nindent 8 }}
+        {{- with $svc.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        # A change of configuration or credentials changes the pod template, so the pods roll.
+        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+        {{- with $svc.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "facewire.serviceAccountName" $root }}
+      automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      terminationGracePeriodSeconds: {{ include "facewire.terminationGracePeriodSeconds" (dict "root" $root "svc" $svc) }}
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      containers:
+        - name: {{ $component }}
+          image: {{ include "facewire.image" (dict "root" $root "image" $svc.image) | quote }}
+          imagePullPolicy: {{ $svc.image.pullPolicy }}
+          args: [{{ $component | quote }}]
+          securityContext:
+            {{- toYaml $root.Values.securityContext | nindent 12 }}
+          ports:
+            {{- if $grpc }}
+            - name: grpc
+              containerPort: 50051
+              protocol: TCP
+            {{- end }}
+            - name: http
+              containerPort: 8080
+              protocol: TCP
+          envFrom:
+            - configMapRef:
+                name: {{ include "facewire.fullname" $root }}
+            - secretRef:
+                name: {{ include "facewire.secretName" $root }}
+          {{- if or $root.Values.auth.enabled $svc.extraEnv }}
+          env:
+            {{- if $root.Values.auth.enabled }}
+            - name: FACEWIRE_AUTH_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "facewire.authSecretName" $root }}
+                  key: {{ include "facewire.authSecretKey" $root }}
+            {{- end }}
+            {{- with $svc.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          {{- end }}
+          {{- if and $grpc (not $root.Values.tls.enabled) }}
+          readinessProbe:
+            grpc:
+              port: 50051
+              service: {{ $svc.health.readinessService | quote }}
+            periodSeconds: 5
+            failureThreshold: 2
+          livenessProbe:
+            grpc:
+              port: 50051
+              service: {{ $svc.health.livenessService | quote }}
+            initialDelaySeconds: 10
+            periodSeconds: 10
+            failureThreshold: 3
+          {{- else }}
+          {{- /* The frontend has no gRPC, and kubelet gRPC probes cannot speak TLS. */}}
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: http
+              scheme: {{ ternary "HTTPS" "HTTP" $root.Values.tls.enabled }}
+            periodSeconds: 5
+            failureThreshold: 2
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: http
+              scheme: {{ ternary "HTTPS" "HTTP" $root.Values.tls.enabled }}
+            initialDelaySeconds: 10
+            periodSeconds: 10
+            failureThreshold: 3
+          {{- end }}
+          lifecycle:
+            # Keep serving while the endpoint removal reaches every client and proxy; SIGTERM
+            # (and the drain of FACEWIRE_DRAIN_SECONDS) follows this sleep.
+            preStop:
+              exec:
+                command: ["/bin/sleep", {{ $root.Values.config.preStopSleepSeconds | toString | quote }}]
+          resources:
+            {{- toYaml $svc.resources | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            - name: data
+              mountPath: {{ $root.Values.config.dataDir }}
+            {{- if $images }}
+            - name: images
+              mountPath: {{ $root.Values.images.mountPath }}
+              readOnly: {{ $root.Values.images.readOnly }}
+            {{- end }}
+            {{- if $root.Values.tls.enabled }}
+            - name: tls
+              mountPath: /etc/facewire/tls
+              readOnly: true
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: 256Mi
+        - name: data
+          emptyDir:
+            sizeLimit: 1Gi
+        {{- if $images }}
+        - name: images
+          {{- if $root.Values.images.existingClaim }}
+          persistentVolumeClaim:
+            claimName: {{ $root.Values.images.existingClaim }}
+            readOnly: {{ $root.Values.images.readOnly }}
+          {{- else }}
+          emptyDir: {}
+          {{- end }}
+        {{- end }}
+        {{- if $root.Values.tls.enabled }}
+        - name: tls
+          secret:
+            secretName: {{ $root.Values.tls.secretName }}
+            defaultMode: 0440
+        {{- end }}
+      {{- with $svc.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $svc.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $svc.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $svc.topologySpreadConstraints }}
+      topologySpreadConstraints:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
+
+{{/* The optional HorizontalPodAutoscaler of one service. Call with (dict "root" $ "component" "receiver"). */}}
+{{- define "facewire.hpa" -}}
+{{- $svc := index .root.Values .component }}
+{{- if $svc.autoscaling.enabled }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "facewire.fullname" .root }}-{{ .component }}
+  labels:
+    {{- include "facewire.componentLabels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "facewire.fullname" .root }}-{{ .component }}
+  minReplicas: {{ $svc.autoscaling.minReplicas }}
+  maxReplicas: {{ $svc.autoscaling.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $svc.autoscaling.targetCPUUtilizationPercentage }}
+{{- end }}
+{{- end }}
+
+{{/* The PodDisruptionBudget of one service. Call with (dict "root" $ "component" "receiver"). */}}
+{{- define "facewire.pdb" -}}
+{{- $svc := index .root.Values .component }}
+{{- if $svc.podDisruptionBudget.enabled }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "facewire.fullname" .root }}-{{ .component }}
+  labels:
+    {{- include "facewire.componentLabels" . | nindent 4 }}
+spec:
+  {{- if hasKey $svc.podDisruptionBudget "minAvailable" }}
+  minAvailable: {{ $svc.podDisruptionBudget.minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ $svc.podDisruptionBudget.maxUnavailable }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "facewire.selectorLabels" . | nindent 6 }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,121 @@
+//! Configuration shared by every facewire service.
+//!
+//! Each service has one typed config struct (in its own crate) that flattens the pieces
+//! here. Every field comes from a flag or an environment variable (`FACEWIRE_*`), and
+//! every default works on a laptop with nothing else configured: SQLite in the data dir,
+//! an in-process queue, services on localhost ports.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+mod image_root;
+
+pub use image_root::{CheckedPath, ImageRoot, PathError};
+
+/// Where state lives: the data dir and the database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageConfig {
+    /// Directory for the embedded database and other local state.
+    #[arg(long, env = "FACEWIRE_DATA_DIR", default_value = ".facewire")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: postgres://… for PostgreSQL, sqlite://PATH for SQLite.
+    /// Default: SQLite at <data dir>/facewire.db.
+    #[arg(long, env = "FACEWIRE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StorageConfig {
+    /// The database URL to use, defaulting to SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("facewire.db").display()),
+        }
+    }
+}
+
+/// The work queue.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueConfig {
+    /// RabbitMQ URL (amqp://user:pass@host:5672/vhost). Default: an in-process queue,
+    /// which only works when every service runs in one process (`facewire up`).
+    #[arg(long, env = "FACEWIRE_AMQP_URL")]
+    pub amqp_url: Option<String>,
+
+    /// Name of the work queue (its dead letters go to <name>.dead).
+    #[arg(long, env = "FACEWIRE_QUEUE", default_value = "facewire.images")]
+    pub queue_name: String,
+}
+
+/// How a service drains on SIGTERM.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DrainConfig {
+    /// Seconds between reporting NOT_SERVING and closing listeners, so load balancers
+    /// stop routing here before in-flight work is finished and the process exits.
+    #[arg(long, env = "FACEWIRE_DRAIN_SECONDS", default_value_t = 1.0)]
+    pub drain_seconds: f64,
+}
+
+impl DrainConfig {
+    /// The drain delay.
+    pub fn delay(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_seconds.max(0.0))
+    }
+}
+
+/// The gRPC listen address.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GrpcListen {
+    /// Address the gRPC server listens on (port 0 picks a free port).
+    #[arg(long, env = "FACEWIRE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+}
+
+/// The HTTP listen address.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpListen {
+    /// Address the HTTP server (JSON endpoints, /metrics, /healthz) listens on.
+    #[arg(long, env = "FACEWIRE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+}
+
+/// Log output.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogConfig {
+    /// Log format.
+    #[arg(long, env = "FACEWIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing env-filter syntax, e.g. `info,facewire_receiver=debug`).
+    #[arg(long, env = "FACEWIRE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        storage: StorageConfig,
+    }
+
+    #[test]
+    fn database_defaults_to_sqlite_in_data_dir() {
+        let cli = Cli::parse_from(["x", "--data-dir", "/tmp/fw"]);
+        assert_eq!(cli.storage.database_url(), "sqlite:///tmp/fw/facewire.db");
+        let cli = Cli::parse_from(["x", "--database-url", "postgres://db/x"]);
+        assert_eq!(cli.storage.database_url(), "postgres://db/x");
+    }
+}

@@ -1,0 +1,73 @@
+//! Running services as separate processes (production) — the same library entry points
+//! `facewire up` uses in one process.
+
+use std::{process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use facewire_config::{QueueConfig, StorageConfig};
+use facewire_queue::WorkQueue;
+use facewire_server::CancellationToken;
+use facewire_storage::{Store, StoreOptions};
+
+/// Opens the database (running migrations) and the work queue.
+pub async fn open_backends(
+    storage: &StorageConfig,
+    queue: &QueueConfig,
+) -> anyhow::Result<(Store, Arc<dyn WorkQueue>)> {
+    let url = storage.database_url();
+    let store = Store::open(&url, StoreOptions::default())
+        .await
+        .with_context(|| format!("opening the database {}", facewire_storage::redact(&url)))?;
+    let queue = facewire_queue::open(queue.amqp_url.as_deref(), &queue.queue_name)
+        .await
+        .context("opening the work queue")?;
+    Ok((store, queue))
+}
+
+/// `facewire receiver`.
+pub async fn receiver(config: facewire_receiver::ReceiverConfig) -> anyhow::Result<ExitCode> {
+    let (store, queue) = open_backends(&config.storage, &config.queue).await?;
+    let receiver = facewire_receiver::Receiver::build(&config, store, queue).await?;
+    let signal = facewire_server::termination_signal();
+    println!(
+        "receiver: gRPC on {} · HTTP on {}",
+        receiver.grpc_addr(),
+        receiver.http_addr()
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(facewire_server::drain_on(
+        signal,
+        vec![receiver.health()],
+        config.drain.delay(),
+        shutdown.clone(),
+    ));
+    receiver.run_until_stopped(shutdown).await?;
+    tracing::info!("receiver stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `facewire reconciler`.
+pub async fn reconciler(config: facewire_reconciler::ReconcilerConfig) -> anyhow::Result<ExitCode> {
+    let (store, queue) = open_backends(&config.storage, &config.queue).await?;
+    let listener = facewire_server::bind(config.http.http_addr).await?;
+    let signal = facewire_server::termination_signal();
+    println!("reconciler: HTTP on {}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let router = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(facewire_telemetry::metrics_router());
+    let http = tokio::spawn(facewire_server::serve_http(
+        listener,
+        router,
+        shutdown.clone(),
+    ));
+    let sweeper = facewire_reconciler::Reconciler::new(store, queue, config.sweep.clone());
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        signal.await;
+        stop.cancel();
+    });
+    sweeper.run(shutdown).await;
+    http.await??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,62 @@
+//! `facewire`: one binary, one subcommand per service, plus `up` and client commands.
+
+use clap::{Parser, Subcommand};
+use facewire_config::LogConfig;
+
+mod cli;
+
+/// facewire recognises the people in images.
+#[derive(Debug, Parser)]
+#[command(name = "facewire", version, about)]
+struct Cli {
+    #[command(flatten)]
+    log: LogConfig,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in one process (SQLite + in-process queue by default).
+    Up(cli::up::UpArgs),
+    /// Run the receiver: gRPC ImageService and the JSON endpoints.
+    Receiver(facewire_receiver::ReceiverConfig),
+    /// Run the reconciler: re-queue images stuck past a deadline.
+    Reconciler(facewire_reconciler::ReconcilerConfig),
+    /// Apply database migrations and exit.
+    Migrate(cli::migrate::MigrateArgs),
+    /// Run the recognition service: gRPC RecognitionService.
+    Recognition(facewire_recognition::RecognitionConfig),
+    /// Enrol a person from photos (one face each).
+    Enroll(cli::recognition::EnrollArgs),
+    /// List enrolled people and their face counts.
+    People(cli::recognition::PeopleArgs),
+    /// Forget an enrolled person and all their faces.
+    Forget(cli::recognition::ForgetArgs),
+    /// Find and name the faces in images.
+    Recognize(cli::recognition::RecognizeArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    facewire_telemetry::init_tracing(&cli.log);
+    let result = match cli.command {
+        Command::Up(args) => cli::up::run(args).await,
+        Command::Receiver(config) => cli::serve::receiver(config).await,
+        Command::Reconciler(config) => cli::serve::reconciler(config).await,
+        Command::Migrate(args) => cli::migrate::run(args).await,
+        Command::Recognition(config) => cli::recognition::serve(config).await,
+        Command::Enroll(args) => cli::recognition::enroll(args).await,
+        Command::People(args) => cli::recognition::people(args).await,
+        Command::Forget(args) => cli::recognition::forget(args).await,
+        Command::Recognize(args) => cli::recognition::recognize(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("facewire: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

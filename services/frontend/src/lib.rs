@@ -1,0 +1,1 @@
+//! The web page listing images, their status and the people found.

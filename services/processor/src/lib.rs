@@ -1,0 +1,1 @@
+//! Consumes queued image ids, asks recognition who is in them, records the answer.

@@ -1,0 +1,159 @@
+//! Between storage records, ingest results and the wire types.
+
+use facewire_config::PathError;
+use facewire_proto::v1 as pb;
+use facewire_storage::{ImageRecord, ImageStatus, StoreError};
+
+use crate::ingest::{IngestError, ItemResult};
+
+/// Storage status to wire status.
+pub fn status_to_pb(s: ImageStatus) -> pb::ImageStatus {
+    match s {
+        ImageStatus::Pending => pb::ImageStatus::Pending,
+        ImageStatus::Processing => pb::ImageStatus::Processing,
+        ImageStatus::Done => pb::ImageStatus::Done,
+        ImageStatus::NoFace => pb::ImageStatus::NoFace,
+        ImageStatus::Failed => pb::ImageStatus::Failed,
+    }
+}
+
+/// Wire status to storage status (`None` for unspecified: no filter).
+pub fn status_from_pb(s: pb::ImageStatus) -> Option<ImageStatus> {
+    match s {
+        pb::ImageStatus::Unspecified => None,
+        pb::ImageStatus::Pending => Some(ImageStatus::Pending),
+        pb::ImageStatus::Processing => Some(ImageStatus::Processing),
+        pb::ImageStatus::Done => Some(ImageStatus::Done),
+        pb::ImageStatus::NoFace => Some(ImageStatus::NoFace),
+        pb::ImageStatus::Failed => Some(ImageStatus::Failed),
+    }
+}
+
+fn timestamp(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A stored image on the wire.
+pub fn image_to_pb(r: &ImageRecord) -> pb::Image {
+    pb::Image {
+        id: r.id,
+        path: r.path.clone(),
+        status: status_to_pb(r.status) as i32,
+        content_hash: r.content_hash.clone(),
+        people: r
+            .people
+            .iter()
+            .map(|p| pb::Person {
+                name: p.name.clone(),
+                similarity: p.similarity,
+            })
+            .collect(),
+        attempts: r.attempts,
+        last_error: r.last_error.clone().unwrap_or_default(),
+        created_at: Some(timestamp(r.created_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+    }
+}
+
+/// The wire code for a refused path.
+pub fn path_error_code(e: &PathError) -> pb::SubmitErrorCode {
+    match e {
+        PathError::Invalid(_) => pb::SubmitErrorCode::InvalidPath,
+        PathError::OutsideRoot(_) => pb::SubmitErrorCode::OutsideRoot,
+        PathError::NotFound(_) => pb::SubmitErrorCode::NotFound,
+        PathError::NotAFile(_) => pb::SubmitErrorCode::NotAFile,
+        PathError::Empty(_) => pb::SubmitErrorCode::EmptyFile,
+        PathError::TooLarge { .. } => pb::SubmitErrorCode::TooLarge,
+        PathError::Unreadable { .. } => pb::SubmitErrorCode::Unreadable,
+    }
+}
+
+/// One batch item on the wire.
+pub fn item_to_pb(path: String, item: &ItemResult) -> pb::SubmitResult {
+    use pb::submit_result::Outcome;
+    let outcome = match item {
+        ItemResult::Accepted(rec) => Outcome::Image(image_to_pb(rec)),
+        ItemResult::Refused(e) => Outcome::Error(pb::SubmitError {
+            code: path_error_code(e) as i32,
+            message: e.to_string(),
+        }),
+    };
+    pb::SubmitResult {
+        path,
+        outcome: Some(outcome),
+    }
+}
+
+/// The gRPC status for a refused path on the legacy single-image RPC, carrying the
+/// precise code in metadata so the client library can rebuild the per-item error.
+pub fn path_error_status(e: &PathError) -> tonic::Status {
+    let code = path_error_code(e);
+    let grpc = match e {
+        PathError::NotFound(_) => tonic::Code::NotFound,
+        PathError::OutsideRoot(_) => tonic::Code::PermissionDenied,
+        PathError::Unreadable { .. } => tonic::Code::FailedPrecondition,
+        _ => tonic::Code::InvalidArgument,
+    };
+    let mut status = tonic::Status::new(grpc, e.to_string());
+    if let Ok(v) = code.as_str_name().parse() {
+        status
+            .metadata_mut()
+            .insert(facewire_proto::SUBMIT_ERROR_CODE_METADATA, v);
+    }
+    status
+}
+
+/// The one mapping from storage errors to gRPC status codes.
+pub fn store_status(e: &StoreError) -> tonic::Status {
+    match e {
+        StoreError::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
+        _ => {
+            tracing::error!(error = %e, "database error");
+            tonic::Status::internal(e.to_string())
+        }
+    }
+}
+
+impl From<IngestError> for tonic::Status {
+    fn from(e: IngestError) -> Self {
+        match &e {
+            IngestError::EmptyBatch | IngestError::BatchTooLarge { .. } => {
+                tonic::Status::invalid_argument(e.to_string())
+            }
+            IngestError::Store(s) => store_status(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in ImageStatus::ALL {
+            assert_eq!(status_from_pb(status_to_pb(s)), Some(s));
+        }
+        assert_eq!(status_from_pb(pb::ImageStatus::Unspecified), None);
+    }
+
+    #[test]
+    fn timestamps_handle_millis() {
+        let t = timestamp(1_700_000_000_123);
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
+    }
+
+    #[test]
+    fn legacy_status_carries_precise_code() {
+        let e = PathError::Empty("x.jpg".into());
+        let st = path_error_status(&e);
+        assert_eq!(st.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            facewire_proto::submit_error_code_from_status(&st),
+            pb::SubmitErrorCode::EmptyFile
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! The gRPC `ImageService`.
+
+use facewire_proto::v1::{self as pb, image_service_server::ImageService};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    convert::{image_to_pb, item_to_pb, path_error_status, status_from_pb, store_status},
+    ingest::{Ingest, ItemResult},
+};
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 1000;
+
+/// The `ImageService` implementation: thin handlers over [`Ingest`] and the store.
+#[derive(Clone)]
+pub struct ImageApi {
+    ingest: Ingest,
+    batch_api: bool,
+}
+
+impl ImageApi {
+    /// Serves `ingest`; with `batch_api` false it behaves as the tutorial's first
+    /// release and answers `SubmitImages` with UNIMPLEMENTED.
+    pub fn new(ingest: Ingest, batch_api: bool) -> Self {
+        Self { ingest, batch_api }
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for ImageApi {
+    async fn submit_images(
+        &self,
+        request: Request<pb::SubmitImagesRequest>,
+    ) -> Result<Response<pb::SubmitImagesResponse>, Status> {
+        if !self.batch_api {
+            return Err(Status::unimplemented(
+                "SubmitImages is not served by this release",
+            ));
+        }
+        let paths: Vec<String> = request
+            .into_inner()
+            .paths
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        let items = self.ingest.submit(paths.clone()).await?;
+        let results = paths
+            .into_iter()
+            .zip(items.iter())
+            .map(|(path, item)| item_to_pb(path, item))
+            .collect();
+        Ok(Response::new(pb::SubmitImagesResponse { results }))
+    }
+
+    async fn submit_image(
+        &self,
+        request: Request<pb::SubmitImageRequest>,
+    ) -> Result<Response<pb::SubmitImageResponse>, Status> {
+        // The legacy call is the batch path with a batch of one.
+        let path = request.into_inner().path;
+        let mut items = self.ingest.submit(vec![path]).await?;
+        match items.pop() {
+            Some(ItemResult::Accepted(rec)) => Ok(Response::new(pb::SubmitImageResponse {
+                image: Some(image_to_pb(&rec)),
+            })),
+            Some(ItemResult::Refused(e)) => Err(path_error_status(&e)),
+            None => Err(Status::internal("no result for the submitted path")),
+        }
+    }
+
+    async fn get_image(
+        &self,
+        request: Request<pb::GetImageRequest>,
+    ) -> Result<Response<pb::GetImageResponse>, Status> {
+        let id = request.into_inner().id;
+        match self
+            .ingest
+            .store()
+            .get(id)
+            .await
+            .map_err(|e| store_status(&e))?
+        {
+            Some(rec) => Ok(Response::new(pb::GetImageResponse {
+                image: Some(image_to_pb(&rec)),
+            })),
+            None => Err(Status::not_found(format!("no image with id {id}"))),
+        }
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.page_size {
+            0 => DEFAULT_PAGE,
+            n if n < 0 => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size is {n}; it must be between 0 and {MAX_PAGE}"
+                )))
+            }
+            n => i64::from(n).min(MAX_PAGE),
+        };
+        let before = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(req.page_token.parse::<i64>().map_err(|_| {
+                Status::invalid_argument("page_token is not one this server issued")
+            })?)
+        };
+        let status = pb::ImageStatus::try_from(req.status)
+            .map_err(|_| Status::invalid_argument(format!("unknown status {}", req.status)))?;
+        let records = self
+            .ingest
+            .store()
+            .list(status_from_pb(status), before, limit)
+            .await
+            .map_err(|e| store_status(&e))?;
+        let next_page_token = match records.last() {
+            Some(last) if records.len() as i64 == limit => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListImagesResponse {
+            images: records.iter().map(image_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+}

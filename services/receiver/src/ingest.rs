@@ -1,0 +1,144 @@
+//! The one code path every submission takes, whatever the API: check each path, record
+//! the accepted ones in one transaction, then ring the queue's doorbell with their ids.
+
+use std::{io::Read, sync::Arc};
+
+use facewire_config::{ImageRoot, PathError};
+use facewire_queue::{Headers, WorkQueue};
+use facewire_storage::{ImageRecord, NewImage, Store, StoreError};
+use sha2::{Digest, Sha256};
+
+/// A refusal of the whole batch.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// No paths at all.
+    #[error("the batch is empty; send at least one path")]
+    EmptyBatch,
+    /// More paths than allowed.
+    #[error("the batch has {got} paths; the limit is {limit} (FACEWIRE_MAX_BATCH)")]
+    BatchTooLarge {
+        /// Paths sent.
+        got: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The database failed; nothing was recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The outcome of one submitted path.
+#[derive(Debug, Clone)]
+pub enum ItemResult {
+    /// Recorded and queued (or to be re-queued by the reconciler).
+    Accepted(ImageRecord),
+    /// Refused, with the reason.
+    Refused(PathError),
+}
+
+/// Records submitted images and queues them.
+#[derive(Clone)]
+pub struct Ingest {
+    root: ImageRoot,
+    store: Store,
+    queue: Arc<dyn WorkQueue>,
+    max_batch: usize,
+}
+
+impl Ingest {
+    /// An ingest path over `root`, `store` and `queue`.
+    pub fn new(root: ImageRoot, store: Store, queue: Arc<dyn WorkQueue>, max_batch: usize) -> Self {
+        Self {
+            root,
+            store,
+            queue,
+            max_batch,
+        }
+    }
+
+    /// The database this ingest writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Submits a batch: one result per path, in order. A refused path never affects
+    /// the others. If publishing fails the rows stay pending and the reconciler re-queues
+    /// them later, so the images are accepted either way.
+    #[tracing::instrument(skip_all, fields(batch = paths.len()))]
+    pub async fn submit(&self, paths: Vec<String>) -> Result<Vec<ItemResult>, IngestError> {
+        if paths.is_empty() {
+            return Err(IngestError::EmptyBatch);
+        }
+        if paths.len() > self.max_batch {
+            return Err(IngestError::BatchTooLarge {
+                got: paths.len(),
+                limit: self.max_batch,
+            });
+        }
+        let root = self.root.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .map(|p| check_and_hash(&root, p))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("path check task failed: {e}")))?;
+
+        let new: Vec<NewImage> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok().cloned())
+            .collect();
+        let mut records = self.store.insert_batch(new).await?.into_iter();
+        let results: Vec<ItemResult> = checked
+            .into_iter()
+            .map(|c| match c {
+                Ok(_) => {
+                    ItemResult::Accepted(records.next().expect("one record per accepted path"))
+                }
+                Err(e) => ItemResult::Refused(e),
+            })
+            .collect();
+
+        let ids: Vec<i64> = results
+            .iter()
+            .filter_map(|r| match r {
+                ItemResult::Accepted(rec) => Some(rec.id),
+                ItemResult::Refused(_) => None,
+            })
+            .collect();
+        metrics::counter!("receiver_images_accepted_total").increment(ids.len() as u64);
+        metrics::counter!("receiver_images_refused_total")
+            .increment((results.len() - ids.len()) as u64);
+        if !ids.is_empty() {
+            if let Err(e) = self.queue.publish(&ids, &Headers::new()).await {
+                // The rows are pending in the database; the reconciler will queue them.
+                metrics::counter!("receiver_publish_failures_total").increment(1);
+                tracing::warn!(error = %e, count = ids.len(), "publish failed; images stay pending for the reconciler");
+            }
+        }
+        Ok(results)
+    }
+}
+
+fn check_and_hash(root: &ImageRoot, raw: &str) -> Result<NewImage, PathError> {
+    let checked = root.check(raw)?;
+    let unreadable = |e: std::io::Error| PathError::Unreadable {
+        path: raw.to_string(),
+        reason: e.to_string(),
+    };
+    let mut file = std::fs::File::open(&checked.resolved).map_err(unreadable)?;
+    let mut hasher = Sha256::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(unreadable)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(NewImage {
+        path: checked.relative,
+        content_hash: hex::encode(hasher.finalize()),
+    })
+}

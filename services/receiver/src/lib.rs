@@ -1,0 +1,150 @@
+//! The receiver: gRPC `ImageService` plus the tutorial's JSON endpoints.
+//!
+//! Every submission, whatever the API, goes through [`Ingest::submit`]: paths are
+//! checked against the image root, the accepted ones are recorded in one transaction,
+//! then their ids are published to the work queue.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{http::StatusCode, routing::get, Router};
+use facewire_config::ImageRoot;
+use facewire_proto::v1::image_service_server::ImageServiceServer;
+use facewire_queue::WorkQueue;
+use facewire_server::{CancellationToken, GrpcServer, Health, ServeError};
+use facewire_storage::Store;
+use tokio::net::TcpListener;
+
+pub mod config;
+pub mod convert;
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+
+pub use config::{Limits, ReceiverConfig};
+pub use grpc::ImageApi;
+pub use ingest::{Ingest, IngestError, ItemResult};
+
+/// Failure to start the receiver.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    /// The image root is unusable.
+    #[error("FACEWIRE_IMAGE_ROOT: {0}")]
+    ImageRoot(std::io::Error),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A built receiver, bound to its ports and ready to run.
+pub struct Receiver {
+    grpc: GrpcServer,
+    grpc_listener: TcpListener,
+    http: Router,
+    http_listener: TcpListener,
+    store: Store,
+}
+
+impl Receiver {
+    /// Binds the gRPC and HTTP listeners and wires the services over `store` and `queue`.
+    pub async fn build(
+        config: &ReceiverConfig,
+        store: Store,
+        queue: Arc<dyn WorkQueue>,
+    ) -> Result<Self, ReceiverError> {
+        let root = ImageRoot::new(&config.image_root, config.limits.max_image_bytes)
+            .map_err(ReceiverError::ImageRoot)?;
+        let ingest = Ingest::new(root, store.clone(), queue, config.limits.max_batch);
+        let batch_api = !config.legacy_api_only;
+        let api = ImageServiceServer::new(ImageApi::new(ingest.clone(), batch_api))
+            .max_decoding_message_size(config.limits.max_message_bytes);
+        let grpc = GrpcServer::new().add_service(api);
+        let http = http::routes(ingest, batch_api, config.limits.max_message_bytes)
+            .merge(facewire_telemetry::metrics_router())
+            .merge(probe_routes(store.clone(), grpc.health()));
+        let grpc_listener = facewire_server::bind(config.grpc.grpc_addr).await?;
+        let http_listener = facewire_server::bind(config.http.http_addr).await?;
+        Ok(Self {
+            grpc,
+            grpc_listener,
+            http,
+            http_listener,
+            store,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The gRPC health handle (flipped to NOT_SERVING when draining).
+    pub fn health(&self) -> Health {
+        self.grpc.health()
+    }
+
+    /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let health = self.grpc.health();
+        tokio::spawn(watch_database(self.store.clone(), health, shutdown.clone()));
+        let grpc = self.grpc.serve(self.grpc_listener, shutdown.clone());
+        let http = facewire_server::serve_http(self.http_listener, self.http, shutdown);
+        tokio::try_join!(grpc, http)?;
+        Ok(())
+    }
+}
+
+/// `/healthz` (alive) and `/readyz` (database answers and not draining).
+fn probe_routes(store: Store, health: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let store = store.clone();
+                let health = health.clone();
+                async move {
+                    if !health.is_serving() {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "not serving".to_string());
+                    }
+                    match store.ping().await {
+                        Ok(()) => (StatusCode::OK, "ready".to_string()),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    }
+                }
+            }),
+        )
+}
+
+/// Reports NOT_SERVING while the database is unreachable, so readiness follows it.
+async fn watch_database(store: Store, health: Health, shutdown: CancellationToken) {
+    let mut up = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let ok = store.ping().await.is_ok();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if ok != up {
+            up = ok;
+            if ok {
+                tracing::info!("database reachable again");
+                health.serving().await;
+            } else {
+                tracing::warn!("database unreachable; reporting NOT_SERVING");
+                health.not_serving().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Measures the recognition service's figures for the README: accuracy on dlib's
+//! labeled photos, per-image latency and throughput, gallery scaling, and memory.
+//!
+//! ```text
+//! cargo run --release -p facewire-recognition --bin recognition-bench
+//! ```
+//! Needs the models (scripts/setup) and the test data (scripts/fetch-testdata).
+//! Prints numbers; asserts nothing about time.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use facewire_recognition::{
+    evaluation, Gallery, GalleryFace, Recognizer, RecognizerOptions, EMBEDDING_DIM,
+};
+use opencv::{core::Vector, imgcodecs, imgproc, prelude::*};
+
+#[derive(Debug, Parser)]
+#[command(about = "facewire recognition benchmarks")]
+struct Args {
+    /// Directory with the ONNX models.
+    #[arg(long, env = "FACEWIRE_MODEL_DIR", default_value = "models")]
+    model_dir: PathBuf,
+    /// dlib test data (johns/, faces/), from scripts/fetch-testdata.
+    #[arg(long, default_value = "testdata/dlib")]
+    data: PathBuf,
+    /// Timed recognitions per measurement.
+    #[arg(long, default_value_t = 300)]
+    iterations: usize,
+    /// Parts to run: accuracy, latency, scaling, memory (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
+    let mut options = RecognizerOptions::new(&args.model_dir);
+    // One network instance for latency; throughput is measured with one per core too.
+    options.workers = 1;
+    let recognizer = Arc::new(Recognizer::load(&options)?);
+    println!(
+        "machine: {} logical CPUs; OpenCV {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        opencv::core::get_version_string()?
+    );
+    if wants("accuracy") {
+        accuracy(&recognizer, &args)?;
+    }
+    let image = one_face_vga(&args)?;
+    if wants("latency") {
+        latency(&recognizer, &options, &image, args.iterations)?;
+    }
+    if wants("scaling") {
+        scaling(&recognizer, &image, args.iterations)?;
+    }
+    if wants("memory") {
+        memory(&recognizer)?;
+    }
+    Ok(())
+}
+
+fn accuracy(recognizer: &Recognizer, args: &Args) -> anyhow::Result<()> {
+    let photos = evaluation::labeled_photos(&args.data.join("johns"))?;
+    let (faces, missed) = evaluation::embed_labeled(recognizer, &photos);
+    println!(
+        "\n## accuracy (dlib johns: {} photos, {} people; no face found in {})",
+        photos.len(),
+        faces
+            .iter()
+            .map(|f| &f.person)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        missed.len()
+    );
+    let (genuine, impostor) = evaluation::pair_scores(&faces);
+    let max_impostor = impostor.iter().copied().fold(f32::MIN, f32::max);
+    let min_genuine = genuine.iter().copied().fold(f32::MAX, f32::min);
+    println!(
+        "pairs: {} same-person (min similarity {min_genuine:.3}), {} different (max {max_impostor:.3})",
+        genuine.len(),
+        impostor.len()
+    );
+    println!("| threshold | TAR (same person accepted) | FAR (different people accepted) |");
+    println!("|---|---|---|");
+    let thresholds = [0.20, 0.25, 0.30, 0.363, 0.40, 0.45, 0.50, 0.55, 0.60];
+    for p in evaluation::roc(&genuine, &impostor, &thresholds) {
+        println!(
+            "| {:.3} | {:.1}% | {:.2}% |",
+            p.threshold,
+            p.tar * 100.0,
+            p.far * 100.0
+        );
+    }
+    println!("\nidentification (enrol each person's first photo, identify the rest):");
+    println!("| threshold | top-1 (no threshold) | correct at threshold | false accepts of non-enrolled faces |");
+    println!("|---|---|---|---|");
+    for t in [0.30, 0.363, 0.40, 0.45] {
+        let r = evaluation::identification(&faces, t);
+        println!(
+            "| {t:.3} | {}/{} = {:.1}% | {}/{} = {:.1}% | {}/{} = {:.1}% |",
+            r.top1_correct,
+            r.queries,
+            r.top1() * 100.0,
+            r.correct_at_threshold,
+            r.queries,
+            r.accuracy_at_threshold() * 100.0,
+            r.false_accepts,
+            r.impostor_queries,
+            r.false_accept_rate() * 100.0
+        );
+    }
+    for xml in ["testing.xml", "training.xml"] {
+        let path = args.data.join("faces").join(xml);
+        for iou in [0.3f32, 0.5] {
+            let c = evaluation::detection(recognizer, &path, iou)?;
+            println!(
+                "detection on faces/{xml} (IoU ≥ {iou}): recall {}/{} = {:.1}%, precision {}/{} = {:.1}%",
+                c.true_positives,
+                c.true_positives + c.false_negatives,
+                c.recall() * 100.0,
+                c.true_positives,
+                c.true_positives + c.false_positives,
+                c.precision() * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A 640 × 480 JPEG with one face: dlib's Tom Cruise photo resized.
+fn one_face_vga(args: &Args) -> anyhow::Result<Vec<u8>> {
+    let path = args.data.join("faces/Tom_Cruise_avp_2014_4.jpg");
+    let src = imgcodecs::imread(&path, imgcodecs::IMREAD_COLOR)?;
+    anyhow::ensure!(!src.empty(), "cannot read {}", path.display());
+    let mut vga = Mat::default();
+    imgproc::resize(
+        &src,
+        &mut vga,
+        opencv::core::Size::new(640, 480),
+        0.0,
+        0.0,
+        imgproc::INTER_AREA,
+    )?;
+    let mut buf = Vector::<u8>::new();
+    imgcodecs::imencode(".jpg", &vga, &mut buf, &Vector::new())?;
+    Ok(buf.to_vec())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Times `iterations` full recognitions (decode + detect + embed + lookup) one after
+/// another; returns sorted latencies.
+fn time_recognize(
+    recognizer: &Recognizer,
+    image: &[u8],
+    iterations: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    for _ in 0..10 {
+        recognizer.recognize(image)?;
+    }
+    let mut times = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let faces = recognizer.recognize(image)?;
+        times.push(start.elapsed());
+        anyhow::ensure!(faces.len() == 1, "expected one face, found {}", faces.len());
+    }
+    times.sort();
+    Ok(times)
+}
+
+fn latency(
+    recognizer: &Recognizer,
+    options: &RecognizerOptions,
+    image: &[u8],
+    iterations: usize,
+) -> anyhow::Result<()> {
+    println!("\n## per image (640 × 480 JPEG, one face; decode + detect + embed + lookup, 10 people enrolled)");
+    recognizer.set_gallery(synthetic_gallery(10));
+    let times = time_recognize(recognizer, image, iterations)?;
+    let total: Duration = times.iter().sum();
+    println!(
+        "sequential, 1 worker: p50 {:.1} ms, p99 {:.1} ms, {:.1} images/s",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        iterations as f64 / total.as_secs_f64()
+    );
+    // Throughput with one network instance and one caller per core, as the service runs.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut parallel = options.clone();
+    parallel.workers = cores;
+    let shared = Arc::new(Recognizer::load(&parallel)?);
+    shared.set_gallery(synthetic_gallery(10));
+    let start = Instant::now();
+    let per_thread = iterations / cores;
+    std::thread::scope(|s| {
+        for _ in 0..cores {
+            let shared = &shared;
+            s.spawn(move || {
+                for _ in 0..per_thread {
+                    shared.recognize(image).expect("recognize");
+                }
+            });
+        }
+    });
+    println!(
+        "{cores} callers, {cores} workers: {:.1} images/s",
+        (per_thread * cores) as f64 / start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `n` random unit vectors spread over 1 000 synthetic people.
+fn synthetic_gallery(n: usize) -> Gallery {
+    let mut state = 0x9E3779B97F4A7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let faces = (0..n).map(|i| GalleryFace {
+        face_id: i as i64,
+        person: format!("person-{}", i % 1000),
+        embedding: (0..EMBEDDING_DIM).map(|_| next()).collect(),
+    });
+    Gallery::build(faces, 1).0
+}
+
+fn scaling(recognizer: &Recognizer, image: &[u8], iterations: usize) -> anyhow::Result<()> {
+    println!("\n## gallery scaling (synthetic unit embeddings)");
+    println!(
+        "| enrolled faces | lookup only (µs, median) | full image p50 (ms) | full image p99 (ms) |"
+    );
+    println!("|---|---|---|---|");
+    let query = recognizer.analyze(image)?[0].embedding;
+    let mut base = None;
+    for n in [10usize, 10_000, 100_000] {
+        recognizer.set_gallery(synthetic_gallery(n));
+        let mut lookups: Vec<Duration> = (0..201)
+            .map(|_| {
+                let start = Instant::now();
+                std::hint::black_box(recognizer.identify(std::hint::black_box(&query)));
+                start.elapsed()
+            })
+            .collect();
+        lookups.sort();
+        let times = time_recognize(recognizer, image, iterations)?;
+        let p50 = percentile(&times, 0.5);
+        let base_p50 = *base.get_or_insert(p50);
+        println!(
+            "| {n} | {:.1} | {p50:.2} ({:.2}× the 10-face time) | {:.2} |",
+            lookups[100].as_secs_f64() * 1e6,
+            p50 / base_p50,
+            percentile(&times, 0.99)
+        );
+    }
+    Ok(())
+}
+
+fn rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn memory(recognizer: &Recognizer) -> anyhow::Result<()> {
+    println!("\n## memory");
+    recognizer.set_gallery(Gallery::default());
+    let before = rss_kib().unwrap_or(0);
+    let gallery = synthetic_gallery(100_000);
+    let bytes = gallery.matrix_bytes();
+    recognizer.set_gallery(gallery);
+    let after = rss_kib().unwrap_or(0);
+    println!(
+        "RSS with models loaded (1 worker), empty gallery: {:.0} MiB; with 100 000 faces: {:.0} MiB (matrix {:.1} MiB)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}

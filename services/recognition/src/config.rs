@@ -1,0 +1,145 @@
+//! The recognition service's configuration: one clap struct, every field a flag or a
+//! `FACEWIRE_*` environment variable, every default usable on a laptop.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use facewire_config::{DrainConfig, StorageConfig};
+
+use crate::{
+    image::{ImageLimits, OversizePolicy},
+    DetectorOptions, RecognizerOptions, DEFAULT_MATCH_THRESHOLD,
+};
+
+/// Models, thresholds and image limits: everything needed to build a
+/// [`Recognizer`](crate::Recognizer). Shared by the service and the embedded CLI.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecognizerArgs {
+    /// Directory holding face_detection_yunet_2023mar.onnx and
+    /// face_recognition_sface_2021dec.onnx (scripts/setup installs them into ./models).
+    #[arg(long, env = "FACEWIRE_MODEL_DIR", default_value = "models")]
+    pub model_dir: PathBuf,
+
+    /// Cosine similarity at or above which a face is identified as an enrolled person.
+    /// The default comes from the ROC measured on dlib's labeled photos (see the README).
+    #[arg(long, env = "FACEWIRE_MATCH_THRESHOLD", default_value_t = DEFAULT_MATCH_THRESHOLD)]
+    pub match_threshold: f32,
+
+    /// Detector confidence below which a candidate face is ignored.
+    #[arg(long, env = "FACEWIRE_DETECTION_THRESHOLD", default_value_t = 0.6)]
+    pub detection_threshold: f32,
+
+    /// Images are shrunk so their longest side is at most this before detection.
+    #[arg(long, env = "FACEWIRE_DETECTION_MAX_SIDE", default_value_t = 640)]
+    pub detection_max_side: i32,
+
+    /// Network instances analysing images at once (default: one per CPU).
+    #[arg(long, env = "FACEWIRE_RECOGNITION_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Largest encoded image accepted, in bytes.
+    #[arg(long, env = "FACEWIRE_MAX_IMAGE_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub max_image_bytes: usize,
+
+    /// Most pixels (width × height, read from the header) decoded.
+    #[arg(long, env = "FACEWIRE_MAX_PIXELS", default_value_t = 40_000_000)]
+    pub max_pixels: u64,
+
+    /// Above the pixel limit: `refuse`, or `downscale` (JPEG only, decoded at 1/2–1/8).
+    #[arg(long, env = "FACEWIRE_OVERSIZE", default_value = "refuse")]
+    pub oversize: OversizePolicy,
+}
+
+impl RecognizerArgs {
+    /// The options for [`Recognizer::load`](crate::Recognizer::load).
+    pub fn options(&self) -> RecognizerOptions {
+        let mut options = RecognizerOptions::new(&self.model_dir);
+        options.match_threshold = self.match_threshold;
+        options.detector = DetectorOptions {
+            score_threshold: self.detection_threshold,
+            max_side: self.detection_max_side.max(32),
+            ..DetectorOptions::default()
+        };
+        if let Some(workers) = self.workers {
+            options.workers = workers.max(1);
+        }
+        options.limits = ImageLimits {
+            max_bytes: self.max_image_bytes,
+            max_pixels: self.max_pixels,
+            oversize: self.oversize,
+        };
+        options
+    }
+}
+
+/// `facewire recognition`: the gRPC RecognitionService.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecognitionConfig {
+    #[command(flatten)]
+    pub storage: StorageConfig,
+    #[command(flatten)]
+    pub recognizer: RecognizerArgs,
+    #[command(flatten)]
+    pub drain: DrainConfig,
+
+    /// Address the gRPC server listens on (port 0 picks a free port).
+    #[arg(long, env = "FACEWIRE_GRPC_ADDR", default_value = "127.0.0.1:50052")]
+    pub grpc_addr: SocketAddr,
+
+    /// A directory of known people in the tutorial's convention (`<name>_<n>.jpg`),
+    /// enrolled at start. Idempotent: a photo already enrolled is skipped by content hash.
+    #[arg(long, env = "FACEWIRE_KNOWN_PEOPLE")]
+    pub known_people: Option<PathBuf>,
+
+    /// How often to check the database for enrolments made by other replicas.
+    #[arg(long, env = "FACEWIRE_GALLERY_POLL_SECONDS", default_value_t = 2.0)]
+    pub gallery_poll_seconds: f64,
+
+    /// Most images in one RecognizeBatch or Enroll request.
+    #[arg(long, env = "FACEWIRE_RECOGNITION_MAX_BATCH", default_value_t = 64)]
+    pub max_batch: usize,
+
+    /// Largest gRPC request accepted, in bytes.
+    #[arg(long, env = "FACEWIRE_RECOGNITION_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}
+
+impl RecognitionConfig {
+    /// The gallery poll interval (at least 50 ms).
+    pub fn gallery_poll(&self) -> Duration {
+        Duration::from_secs_f64(self.gallery_poll_seconds.max(0.05))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: RecognitionConfig,
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let cli = Cli::parse_from(["x"]);
+        let o = cli.config.recognizer.options();
+        assert_eq!(o.match_threshold, DEFAULT_MATCH_THRESHOLD);
+        assert_eq!(o.limits.oversize, OversizePolicy::Refuse);
+        assert_eq!(cli.config.grpc_addr.port(), 50052);
+        let cli = Cli::parse_from([
+            "x",
+            "--match-threshold",
+            "0.5",
+            "--oversize",
+            "downscale",
+            "--workers",
+            "3",
+        ]);
+        let o = cli.config.recognizer.options();
+        assert_eq!((o.match_threshold, o.workers), (0.5, 3));
+        assert_eq!(o.limits.oversize, OversizePolicy::Downscale);
+        assert!(Cli::try_parse_from(["x", "--oversize", "shrink"]).is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! The gRPC `RecognitionService`: a thin translation between protobuf and [`Roster`].
+
+use std::sync::Arc;
+
+use facewire_proto::v1 as pb;
+use pb::recognition_service_server::RecognitionService;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    roster::{EnrolledFace, Roster, RosterError},
+    Detection, ImageError, RecognizedFace,
+};
+
+/// The service: holds the roster and the batch limit; every method delegates.
+#[derive(Debug, Clone)]
+pub struct RecognitionApi {
+    roster: Arc<Roster>,
+    max_batch: usize,
+}
+
+impl RecognitionApi {
+    /// A service over `roster` accepting at most `max_batch` images per request.
+    pub fn new(roster: Arc<Roster>, max_batch: usize) -> Self {
+        Self { roster, max_batch }
+    }
+
+    fn check_batch(&self, n: usize) -> Result<(), Status> {
+        if n > self.max_batch {
+            return Err(Status::invalid_argument(format!(
+                "{n} images in one request; at most {} are accepted",
+                self.max_batch
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl From<RosterError> for Status {
+    fn from(e: RosterError) -> Self {
+        match e {
+            RosterError::InvalidName { .. } => Status::invalid_argument(e.to_string()),
+            RosterError::UnknownPerson(_) => Status::not_found(e.to_string()),
+            RosterError::Store(_) => Status::unavailable(e.to_string()),
+            RosterError::Internal(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+fn bbox(b: &[f32; 4]) -> pb::BoundingBox {
+    pb::BoundingBox {
+        x: b[0],
+        y: b[1],
+        width: b[2],
+        height: b[3],
+    }
+}
+
+fn landmarks(d: &Detection) -> Vec<pb::Point> {
+    d.landmarks
+        .iter()
+        .map(|p| pb::Point { x: p[0], y: p[1] })
+        .collect()
+}
+
+/// The protobuf form of a recognised face.
+pub fn face_to_proto(face: &RecognizedFace) -> pb::Face {
+    pb::Face {
+        r#box: Some(bbox(&face.detection.bbox)),
+        landmarks: landmarks(&face.detection),
+        detection_score: face.detection.score,
+        r#match: face.person.as_ref().map(|person| pb::Match {
+            person: person.clone(),
+            similarity: face.best_similarity,
+        }),
+        best_similarity: face.best_similarity,
+    }
+}
+
+/// The protobuf form of a per-image error.
+pub fn image_error_to_proto(e: &ImageError) -> pb::ImageError {
+    let code = match e {
+        ImageError::Empty => pb::ImageErrorCode::Empty,
+        ImageError::Undecodable(_) => pb::ImageErrorCode::Undecodable,
+        ImageError::TooLarge(_) => pb::ImageErrorCode::TooLarge,
+        ImageError::FaceCount(_) => pb::ImageErrorCode::FaceCount,
+        ImageError::Analysis(_) => pb::ImageErrorCode::AnalysisFailed,
+    };
+    pb::ImageError {
+        code: code as i32,
+        message: e.to_string(),
+    }
+}
+
+fn enrolled_to_proto(f: &EnrolledFace) -> pb::EnrolledFace {
+    pb::EnrolledFace {
+        id: f.id,
+        content_hash: f.content_hash.clone(),
+        r#box: Some(bbox(&f.bbox)),
+        created: f.created,
+    }
+}
+
+fn faces_response(faces: &[RecognizedFace]) -> pb::RecognizeResponse {
+    pb::RecognizeResponse {
+        faces: faces.iter().map(face_to_proto).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl RecognitionService for RecognitionApi {
+    async fn recognize(
+        &self,
+        request: Request<pb::RecognizeRequest>,
+    ) -> Result<Response<pb::RecognizeResponse>, Status> {
+        let image = request.into_inner().image;
+        match self.roster.recognize(image).await {
+            Ok(faces) => Ok(Response::new(faces_response(&faces))),
+            Err(ImageError::Analysis(m)) => Err(Status::internal(m)),
+            Err(e) => Err(Status::invalid_argument(e.to_string())),
+        }
+    }
+
+    async fn recognize_batch(
+        &self,
+        request: Request<pb::RecognizeBatchRequest>,
+    ) -> Result<Response<pb::RecognizeBatchResponse>, Status> {
+        let images = request.into_inner().images;
+        self.check_batch(images.len())?;
+        // All at once: the recognizer's worker pool bounds how many run in parallel.
+        let results = futures::future::join_all(images.into_iter().map(|item| async move {
+            let outcome = match self.roster.recognize(item.image).await {
+                Ok(faces) => pb::batch_result::Outcome::Faces(faces_response(&faces)),
+                Err(e) => pb::batch_result::Outcome::Error(image_error_to_proto(&e)),
+            };
+            pb::BatchResult {
+                key: item.key,
+                outcome: Some(outcome),
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::RecognizeBatchResponse { results }))
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let req = request.into_inner();
+        self.check_batch(req.images.len())?;
+        if req.images.is_empty() {
+            return Err(Status::invalid_argument("no images to enrol"));
+        }
+        let results = self.roster.enroll(&req.name, req.images).await?;
+        let results = results
+            .iter()
+            .enumerate()
+            .map(|(index, r)| pb::EnrollResult {
+                index: index as i32,
+                outcome: Some(match r {
+                    Ok(face) => pb::enroll_result::Outcome::Face(enrolled_to_proto(face)),
+                    Err(e) => pb::enroll_result::Outcome::Error(image_error_to_proto(e)),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::EnrollResponse { results }))
+    }
+
+    async fn list_people(
+        &self,
+        _request: Request<pb::ListPeopleRequest>,
+    ) -> Result<Response<pb::ListPeopleResponse>, Status> {
+        let people = self
+            .roster
+            .people()
+            .await?
+            .into_iter()
+            .map(|p| pb::PersonSummary {
+                name: p.name,
+                face_count: p.face_count.try_into().unwrap_or(i32::MAX),
+            })
+            .collect();
+        Ok(Response::new(pb::ListPeopleResponse { people }))
+    }
+
+    async fn remove_person(
+        &self,
+        request: Request<pb::RemovePersonRequest>,
+    ) -> Result<Response<pb::RemovePersonResponse>, Status> {
+        let removed = self.roster.forget(&request.into_inner().name).await?;
+        Ok(Response::new(pb::RemovePersonResponse {
+            faces_removed: removed.try_into().unwrap_or(i32::MAX),
+        }))
+    }
+}

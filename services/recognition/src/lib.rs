@@ -1,0 +1,200 @@
+//! Face detection, embedding and the gallery of enrolled people.
+//!
+//! - [`Recognizer`]: image bytes → faces (YuNet detection, SFace embedding) → names,
+//!   against an in-memory [`Gallery`] matrix. No network, no database.
+//! - [`image`]: decoding with limits checked from the header before any pixel exists.
+//! - [`Roster`]: the gallery in the database (SQLite or PostgreSQL), mirrored in memory
+//!   and kept in step with other replicas by polling the gallery version.
+//! - [`RecognitionApi`]: the gRPC service over a roster; [`Recognition`] binds it with
+//!   health and reflection; [`run`] is the whole service from its config.
+
+pub mod config;
+pub mod detect;
+pub mod embed;
+pub mod evaluation;
+pub mod gallery;
+pub mod grpc;
+pub mod image;
+pub mod recognizer;
+pub mod roster;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use facewire_proto::v1::recognition_service_server::RecognitionServiceServer;
+use facewire_server::{CancellationToken, GrpcServer, Health, ServeError};
+use facewire_storage::{Store, StoreError, StoreOptions};
+use tokio::net::TcpListener;
+
+pub use config::{RecognitionConfig, RecognizerArgs};
+pub use detect::{Detection, DetectorOptions};
+pub use embed::{Embedding, EMBEDDING_DIM};
+pub use gallery::{BestMatch, Gallery, GalleryFace};
+pub use grpc::RecognitionApi;
+pub use image::{ImageLimits, OversizePolicy};
+pub use recognizer::{
+    AnalyzedFace, RecognizedFace, Recognizer, RecognizerOptions, DEFAULT_MATCH_THRESHOLD,
+    DETECTOR_MODEL, EMBEDDER_MODEL,
+};
+pub use roster::{BootstrapReport, EnrollResult, EnrolledFace, Roster, RosterError};
+
+/// Why one image could not be used. The service carries on; the caller gets this reason
+/// for that image only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// No bytes at all.
+    #[error("empty image: no bytes")]
+    Empty,
+    /// Not an image we decode, or corrupt.
+    #[error("undecodable image: {0}")]
+    Undecodable(String),
+    /// Over the byte or pixel limit.
+    #[error("image too large: {0}")]
+    TooLarge(String),
+    /// An enrolment image without exactly one face.
+    #[error("expected exactly one face, found {0}")]
+    FaceCount(usize),
+    /// OpenCV failed while analysing a decoded image.
+    #[error("face analysis failed: {0}")]
+    Analysis(String),
+}
+
+impl ImageError {
+    pub(crate) fn from_cv(e: opencv::Error) -> Self {
+        ImageError::Analysis(e.to_string())
+    }
+}
+
+/// Errors setting up recognition.
+#[derive(Debug, thiserror::Error)]
+pub enum RecognitionError {
+    /// A model file is not where the configuration says.
+    #[error(
+        "model file {path} not found: install the models (scripts/setup) or point \
+         FACEWIRE_MODEL_DIR at the directory holding them"
+    )]
+    MissingModel {
+        /// The file that was looked for.
+        path: PathBuf,
+    },
+    /// A model file exists but OpenCV cannot load it.
+    #[error("cannot load model {path}: {source}")]
+    ModelLoad {
+        /// The model file.
+        path: PathBuf,
+        /// OpenCV's complaint.
+        source: opencv::Error,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database could not be opened or read.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// Loading the gallery or the known people failed.
+    #[error("gallery: {0}")]
+    Roster(#[from] RosterError),
+    /// The listener could not be bound or the server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// A blocking task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Loads the models on a blocking thread (they take a second or two).
+pub async fn load_recognizer(options: RecognizerOptions) -> Result<Recognizer, RecognitionError> {
+    tokio::task::spawn_blocking(move || Recognizer::load(&options))
+        .await
+        .map_err(|e| RecognitionError::Internal(e.to_string()))?
+}
+
+/// The recognition service, built and bound, ready to run.
+pub struct Recognition {
+    grpc: GrpcServer,
+    listener: TcpListener,
+    roster: Arc<Roster>,
+    poll: std::time::Duration,
+}
+
+impl std::fmt::Debug for Recognition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recognition")
+            .field("listener", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recognition {
+    /// Loads the models (failing with the missing file's name), loads the gallery from
+    /// `store`, enrols the known-people directory if configured, and binds the listener.
+    pub async fn build(config: &RecognitionConfig, store: Store) -> Result<Self, RecognitionError> {
+        let recognizer = Arc::new(load_recognizer(config.recognizer.options()).await?);
+        let roster = Arc::new(Roster::open(recognizer, store).await?);
+        if let Some(dir) = &config.known_people {
+            let report = roster.enroll_directory(dir).await?;
+            for (path, why) in &report.rejected {
+                tracing::warn!(path = %path.display(), "known person photo skipped: {why}");
+            }
+            tracing::info!(
+                dir = %dir.display(),
+                enrolled = report.enrolled,
+                unchanged = report.unchanged,
+                rejected = report.rejected.len(),
+                "known people enrolled"
+            );
+        }
+        let api =
+            RecognitionServiceServer::new(RecognitionApi::new(roster.clone(), config.max_batch))
+                .max_decoding_message_size(config.max_message_bytes);
+        let grpc = GrpcServer::new()
+            .max_message_bytes(config.max_message_bytes)
+            .add_service(api);
+        let listener = facewire_server::bind(config.grpc_addr).await?;
+        Ok(Self {
+            grpc,
+            listener,
+            roster,
+            poll: config.gallery_poll(),
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The gRPC health handle (flipped to NOT_SERVING when draining).
+    pub fn health(&self) -> Health {
+        self.grpc.health()
+    }
+
+    /// The roster (gallery) the service answers from.
+    pub fn roster(&self) -> &Arc<Roster> {
+        &self.roster
+    }
+
+    /// Serves until `shutdown` is cancelled, then finishes in-flight requests. Polls the
+    /// gallery version meanwhile, to see other replicas' enrolments.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<(), RecognitionError> {
+        tokio::spawn(self.roster.clone().watch(self.poll, shutdown.clone()));
+        self.grpc.serve(self.listener, shutdown).await?;
+        Ok(())
+    }
+}
+
+/// The whole service from its configuration: opens the database, builds, serves until
+/// `shutdown` is cancelled.
+pub async fn run(
+    config: RecognitionConfig,
+    shutdown: CancellationToken,
+) -> Result<(), RecognitionError> {
+    let store = Store::open(&config.storage.database_url(), StoreOptions::default()).await?;
+    let service = Recognition::build(&config, store).await?;
+    tracing::info!(addr = %service.grpc_addr(), "recognition service listening");
+    service.run_until_stopped(shutdown).await
+}

@@ -1,0 +1,262 @@
+//! [`Recognizer`]: image bytes in, faces with names out. Pure computation — no network,
+//! no database — so it is tested directly and shared by the gRPC service and the CLI.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, RwLock,
+    },
+};
+
+use opencv::core::Mat;
+
+use crate::{
+    detect::{Detection, Detector, DetectorOptions},
+    embed::{Embedder, Embedding},
+    gallery::{BestMatch, Gallery},
+    image::{decode, ImageLimits},
+    ImageError, RecognitionError,
+};
+
+/// File name of the YuNet detection model inside the model directory.
+pub const DETECTOR_MODEL: &str = "face_detection_yunet_2023mar.onnx";
+/// File name of the SFace embedding model inside the model directory.
+pub const EMBEDDER_MODEL: &str = "face_recognition_sface_2021dec.onnx";
+
+/// The default cosine similarity above which a face is taken to be the gallery person:
+/// chosen from the ROC measured on the dlib "johns" photos (see the README).
+pub const DEFAULT_MATCH_THRESHOLD: f32 = 0.45;
+
+/// How to build a [`Recognizer`].
+#[derive(Debug, Clone)]
+pub struct RecognizerOptions {
+    /// Directory holding [`DETECTOR_MODEL`] and [`EMBEDDER_MODEL`].
+    pub model_dir: PathBuf,
+    /// Detector tuning.
+    pub detector: DetectorOptions,
+    /// Limits applied before decoding.
+    pub limits: ImageLimits,
+    /// Cosine similarity at or above which a face is identified.
+    pub match_threshold: f32,
+    /// Independent network instances, so that many images are analysed at once.
+    pub workers: usize,
+}
+
+impl RecognizerOptions {
+    /// Defaults with the given model directory.
+    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            model_dir: model_dir.into(),
+            detector: DetectorOptions::default(),
+            limits: ImageLimits::default(),
+            match_threshold: DEFAULT_MATCH_THRESHOLD,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// A face found in an image, with its embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyzedFace {
+    /// Where it is.
+    pub detection: Detection,
+    /// Who it looks like, as a unit vector.
+    pub embedding: Embedding,
+}
+
+/// A face found in an image, matched against the gallery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecognizedFace {
+    /// Where it is.
+    pub detection: Detection,
+    /// The enrolled person, when the best similarity reaches the threshold.
+    pub person: Option<String>,
+    /// Similarity to the best gallery face (0 when the gallery is empty).
+    pub best_similarity: f32,
+}
+
+struct Engine {
+    detector: Detector,
+    embedder: Embedder,
+}
+
+/// Detection, embedding and gallery lookup; cheap to share (`Arc`), safe to call from
+/// many threads (each call takes one of `workers` network instances).
+pub struct Recognizer {
+    engines: Vec<Mutex<Engine>>,
+    next: AtomicUsize,
+    gallery: RwLock<Arc<Gallery>>,
+    limits: ImageLimits,
+    match_threshold: f32,
+}
+
+impl std::fmt::Debug for Recognizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recognizer")
+            .field("workers", &self.engines.len())
+            .field("limits", &self.limits)
+            .field("match_threshold", &self.match_threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks the model directory and returns the two model paths, or an error naming the
+/// first missing file.
+pub fn model_paths(model_dir: &Path) -> Result<(PathBuf, PathBuf), RecognitionError> {
+    let detector = model_dir.join(DETECTOR_MODEL);
+    let embedder = model_dir.join(EMBEDDER_MODEL);
+    for path in [&detector, &embedder] {
+        if !path.is_file() {
+            return Err(RecognitionError::MissingModel { path: path.clone() });
+        }
+    }
+    Ok((detector, embedder))
+}
+
+impl Recognizer {
+    /// Loads the models (`workers` copies) with an empty gallery.
+    pub fn load(options: &RecognizerOptions) -> Result<Self, RecognitionError> {
+        if !(-1.0..=1.0).contains(&options.match_threshold) {
+            return Err(RecognitionError::Config(format!(
+                "match threshold {} is not a cosine similarity in [-1, 1]",
+                options.match_threshold
+            )));
+        }
+        let (detector_path, embedder_path) = model_paths(&options.model_dir)?;
+        let load_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RecognitionError::ModelLoad { path, source }
+        };
+        let mut engines = Vec::new();
+        for _ in 0..options.workers.max(1) {
+            engines.push(Mutex::new(Engine {
+                detector: Detector::load(&detector_path, options.detector)
+                    .map_err(load_err(&detector_path))?,
+                embedder: Embedder::load(&embedder_path).map_err(load_err(&embedder_path))?,
+            }));
+        }
+        Ok(Self {
+            engines,
+            next: AtomicUsize::new(0),
+            gallery: RwLock::new(Arc::new(Gallery::default())),
+            limits: options.limits,
+            match_threshold: options.match_threshold,
+        })
+    }
+
+    /// The similarity threshold for a match.
+    pub fn match_threshold(&self) -> f32 {
+        self.match_threshold
+    }
+
+    /// The image limits in force.
+    pub fn limits(&self) -> &ImageLimits {
+        &self.limits
+    }
+
+    /// The current gallery snapshot.
+    pub fn gallery(&self) -> Arc<Gallery> {
+        self.gallery
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the gallery snapshot; calls in flight finish with the old one.
+    pub fn set_gallery(&self, gallery: Gallery) {
+        *self
+            .gallery
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(gallery);
+    }
+
+    /// Decodes `bytes` and finds and embeds every face, strongest first.
+    pub fn analyze(&self, bytes: &[u8]) -> Result<Vec<AnalyzedFace>, ImageError> {
+        let image = decode(bytes, &self.limits)?;
+        self.analyze_image(&image)
+    }
+
+    /// Finds and embeds every face in a decoded BGR image.
+    pub fn analyze_image(&self, image: &Mat) -> Result<Vec<AnalyzedFace>, ImageError> {
+        self.with_engine(|engine| {
+            let detections = engine.detector.detect(image)?;
+            detections
+                .into_iter()
+                .map(|detection| {
+                    Ok(AnalyzedFace {
+                        embedding: engine.embedder.embed(image, &detection)?,
+                        detection,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Decodes `bytes` and finds every face without embedding them.
+    pub fn detect(&self, bytes: &[u8]) -> Result<Vec<Detection>, ImageError> {
+        let image = decode(bytes, &self.limits)?;
+        self.with_engine(|engine| engine.detector.detect(&image))
+    }
+
+    /// Finds every face in `bytes` and names the ones the gallery knows.
+    pub fn recognize(&self, bytes: &[u8]) -> Result<Vec<RecognizedFace>, ImageError> {
+        let faces = self.analyze(bytes)?;
+        let gallery = self.gallery();
+        Ok(faces
+            .into_iter()
+            .map(|face| {
+                let (person, best_similarity) = self.identify_in(&gallery, &face.embedding);
+                RecognizedFace {
+                    detection: face.detection,
+                    person,
+                    best_similarity,
+                }
+            })
+            .collect())
+    }
+
+    /// The single face of an enrolment image; any other count is an error saying how
+    /// many were found.
+    pub fn enrolment_face(&self, bytes: &[u8]) -> Result<AnalyzedFace, ImageError> {
+        let mut faces = self.analyze(bytes)?;
+        if faces.len() != 1 {
+            return Err(ImageError::FaceCount(faces.len()));
+        }
+        Ok(faces.remove(0))
+    }
+
+    /// The person `embedding` belongs to (if any reaches the threshold) and the best
+    /// similarity in the current gallery.
+    pub fn identify(&self, embedding: &Embedding) -> (Option<String>, f32) {
+        self.identify_in(&self.gallery(), embedding)
+    }
+
+    fn identify_in(&self, gallery: &Gallery, embedding: &Embedding) -> (Option<String>, f32) {
+        match gallery.best_match(embedding) {
+            Some(BestMatch {
+                person, similarity, ..
+            }) => (
+                (similarity >= self.match_threshold).then_some(person),
+                similarity,
+            ),
+            None => (None, 0.0),
+        }
+    }
+
+    /// Runs `f` on a free engine, or waits for one.
+    fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> T {
+        let n = self.engines.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(mut engine) = self.engines[(start + i) % n].try_lock() {
+                return f(&mut engine);
+            }
+        }
+        // A panic inside OpenCV code leaves the network usable: recover the guard.
+        let mut engine = self.engines[start % n]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut engine)
+    }
+}

@@ -1,0 +1,437 @@
+//! The gRPC service end to end: real listeners on 127.0.0.1, real PostgreSQL (a fresh
+//! database per test) or SQLite (a temp file), the real models and dlib photos.
+
+mod support;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use clap::Parser;
+use facewire_proto::v1 as pb;
+use facewire_recognition::{Recognition, RecognitionConfig, Roster};
+use facewire_server::CancellationToken;
+use facewire_storage::{testing::TestDatabase, Store, StoreOptions};
+use pb::recognition_service_client::RecognitionServiceClient;
+use support::*;
+use tonic::{transport::Channel, Code};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    config: RecognitionConfig,
+}
+
+struct Service {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    async fn start(database_url: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "recognition".to_string(),
+            "--database-url".into(),
+            database_url.into(),
+            "--grpc-addr".into(),
+            "127.0.0.1:0".into(),
+            "--model-dir".into(),
+            model_dir().display().to_string(),
+            "--workers".into(),
+            "1".into(),
+            "--gallery-poll-seconds".into(),
+            "0.2".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = Cli::parse_from(args).config;
+        let store = Store::open(database_url, StoreOptions::default())
+            .await
+            .unwrap();
+        let service = Recognition::build(&config, store).await.unwrap();
+        let addr = service.grpc_addr();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move { service.run_until_stopped(stop).await.unwrap() });
+        Self {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn client(&self) -> RecognitionServiceClient<Channel> {
+        RecognitionServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+            .max_encoding_message_size(64 << 20)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+fn read(path: &PathBuf) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+/// The people the response names, in face order ("unknown" for unmatched faces).
+fn names(r: &pb::RecognizeResponse) -> Vec<String> {
+    r.faces
+        .iter()
+        .map(|f| {
+            f.r#match
+                .as_ref()
+                .map_or("unknown".into(), |m| m.person.clone())
+        })
+        .collect()
+}
+
+async fn enroll_first_photos(client: &mut RecognitionServiceClient<Channel>) {
+    for person in JOHNS {
+        let r = client
+            .enroll(pb::EnrollRequest {
+                name: person.into(),
+                images: vec![read(&johns(person)[0])],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            matches!(&r.results[0].outcome, Some(pb::enroll_result::Outcome::Face(f)) if f.created),
+            "{r:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn enroll_recognize_list_and_forget_over_grpc_on_postgres() {
+    let db = TestDatabase::create();
+    let service = Service::start(&db.url, &[]).await;
+    let mut client = service.client().await;
+    enroll_first_photos(&mut client).await;
+
+    // Per-image enrolment errors: the good image is stored, the others say why.
+    let r = client
+        .enroll(pb::EnrollRequest {
+            name: "John_Simm".into(),
+            images: vec![
+                read(&johns("John_Simm")[1]),
+                photo("faces/2008_002506.jpg"),
+                Vec::new(),
+                read(&johns("John_Simm")[0]),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    use pb::enroll_result::Outcome;
+    assert!(matches!(&r.results[0].outcome, Some(Outcome::Face(f)) if f.created));
+    match &r.results[1].outcome {
+        Some(Outcome::Error(e)) => {
+            assert_eq!(e.code, pb::ImageErrorCode::FaceCount as i32);
+            assert!(e.message.contains("found 3"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(&r.results[2].outcome, Some(Outcome::Error(e)) if e.code == pb::ImageErrorCode::Empty as i32)
+    );
+    // The same photo again is the same face.
+    assert!(matches!(&r.results[3].outcome, Some(Outcome::Face(f)) if !f.created));
+
+    // Bad names are refused as a whole.
+    for bad in ["", "../etc/passwd", "a/b"] {
+        let status = client
+            .enroll(pb::EnrollRequest {
+                name: bad.into(),
+                images: vec![read(&johns("John_Simm")[2])],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+    }
+
+    // Photos never enrolled are identified, in a batch with a bad item.
+    let mut images = Vec::new();
+    for person in JOHNS {
+        for path in &johns(person)[2..4] {
+            images.push(pb::BatchImage {
+                key: person.into(),
+                image: read(path),
+            });
+        }
+    }
+    images.push(pb::BatchImage {
+        key: "junk".into(),
+        image: b"not an image".to_vec(),
+    });
+    let batch = client
+        .recognize_batch(pb::RecognizeBatchRequest { images })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.results.len(), 11);
+    for result in &batch.results[..10] {
+        match &result.outcome {
+            Some(pb::batch_result::Outcome::Faces(faces)) => {
+                assert_eq!(names(faces), vec![result.key.clone()], "{faces:?}");
+            }
+            other => panic!("{}: {other:?}", result.key),
+        }
+    }
+    assert!(matches!(
+        &batch.results[10].outcome,
+        Some(pb::batch_result::Outcome::Error(e)) if e.code == pb::ImageErrorCode::Undecodable as i32
+    ));
+
+    let people = client
+        .list_people(pb::ListPeopleRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .people;
+    let listed: Vec<(String, i32)> = people.into_iter().map(|p| (p.name, p.face_count)).collect();
+    assert_eq!(listed.len(), 5);
+    assert!(listed.contains(&("John_Simm".into(), 2)), "{listed:?}");
+
+    // Forgotten people are no longer recognised.
+    let removed = client
+        .remove_person(pb::RemovePersonRequest {
+            name: "John_Simm".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(removed.faces_removed, 2);
+    let r = client
+        .recognize(pb::RecognizeRequest {
+            image: read(&johns("John_Simm")[5]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&r), vec!["unknown".to_string()]);
+    let status = client
+        .remove_person(pb::RemovePersonRequest {
+            name: "John_Simm".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    // A single bad image is an error for that call only; the service stays up.
+    let status = client
+        .recognize(pb::RecognizeRequest { image: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("empty"), "{}", status.message());
+    let r = client
+        .recognize(pb::RecognizeRequest {
+            image: read(&johns("John_Savage")[6]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&r), vec!["John_Savage".to_string()]);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn replicas_see_each_others_enrolments() {
+    let db = TestDatabase::create();
+    let a = Service::start(&db.url, &[]).await;
+    let b = Service::start(&db.url, &[]).await;
+    let query = read(&johns("John_Shimkus")[4]);
+    let mut client_b = b.client().await;
+    let before = client_b
+        .recognize(pb::RecognizeRequest {
+            image: query.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&before), vec!["unknown".to_string()]);
+
+    enroll_first_photos(&mut a.client().await).await;
+
+    // B learns of it by polling the gallery version (every 0.2 s here); wait for that
+    // with a generous bound rather than assuming a duration.
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        let r = client_b
+            .recognize(pb::RecognizeRequest {
+                image: query.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen = names(&r);
+        if seen == ["John_Shimkus"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, vec!["John_Shimkus".to_string()]);
+
+    // And forgetting through B reaches A.
+    b.client()
+        .await
+        .remove_person(pb::RemovePersonRequest {
+            name: "John_Shimkus".into(),
+        })
+        .await
+        .unwrap();
+    let mut client_a = a.client().await;
+    for _ in 0..300 {
+        let r = client_a
+            .recognize(pb::RecognizeRequest {
+                image: query.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen = names(&r);
+        if seen == ["unknown"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, vec!["unknown".to_string()]);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn known_people_directory_is_enrolled_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_people");
+    std::fs::create_dir(&known).unwrap();
+    let salley = johns("John_Salley");
+    std::fs::copy(&salley[0], known.join("salley_1.jpg")).unwrap();
+    std::fs::copy(&salley[1], known.join("salley_2.jpg")).unwrap();
+    // The same photo under another name of the same person: one face, by content hash.
+    std::fs::copy(&salley[0], known.join("salley_3.jpg")).unwrap();
+    std::fs::copy(&johns("John_Savage")[0], known.join("savage_1.jpg")).unwrap();
+    std::fs::write(known.join("notes_1.jpg"), b"not a photo").unwrap();
+    std::fs::copy(
+        data_dir().join("faces/2008_002506.jpg"),
+        known.join("group_1.jpg"),
+    )
+    .unwrap();
+
+    let url = format!("sqlite://{}/facewire.db", dir.path().display());
+    let known_arg = known.display().to_string();
+    let service = Service::start(&url, &["--known-people", &known_arg]).await;
+    let mut client = service.client().await;
+    let people = client
+        .list_people(pb::ListPeopleRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .people;
+    let listed: Vec<(String, i32)> = people.into_iter().map(|p| (p.name, p.face_count)).collect();
+    assert_eq!(listed, vec![("salley".into(), 2), ("savage".into(), 1)]);
+    let r = client
+        .recognize(pb::RecognizeRequest {
+            image: read(&salley[7]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&r), vec!["salley".to_string()]);
+    service.stop().await;
+
+    // A restart enrols nothing new.
+    let store = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let roster = Roster::open(recognizer(), store).await.unwrap();
+    let report = roster.enroll_directory(&known).await.unwrap();
+    assert_eq!((report.enrolled, report.unchanged), (0, 4));
+    let rejected: Vec<String> = report
+        .rejected
+        .iter()
+        .map(|(p, why)| format!("{}: {why}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(
+        rejected[0].starts_with("group_1.jpg") && rejected[0].contains("found 3"),
+        "{rejected:?}"
+    );
+    assert!(rejected[1].starts_with("notes_1.jpg"), "{rejected:?}");
+}
+
+#[tokio::test]
+async fn embedded_roster_works_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/g.db", dir.path().display());
+    let store = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let roster = Arc::new(Roster::open(recognizer(), store).await.unwrap());
+    let results = roster
+        .enroll("John Schneider", vec![read(&johns("John_Schneider")[0])])
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    let faces = roster
+        .recognize(read(&johns("John_Schneider")[9]))
+        .await
+        .unwrap();
+    assert_eq!(faces[0].person.as_deref(), Some("John Schneider"));
+    assert!(faces[0].best_similarity >= facewire_recognition::DEFAULT_MATCH_THRESHOLD);
+}
+
+#[tokio::test]
+async fn grpcurl_sees_reflection_and_health() {
+    let db = TestDatabase::create();
+    let service = Service::start(&db.url, &[]).await;
+    let grpcurl = ["grpcurl", "../../.ci/tools/venv/bin/grpcurl"]
+        .into_iter()
+        .find(|g| {
+            std::process::Command::new(g)
+                .arg("-version")
+                .output()
+                .is_ok()
+        })
+        .expect("grpcurl not found: run scripts/setup");
+    let addr = service.addr.to_string();
+    let out = tokio::process::Command::new(grpcurl)
+        .args(["-plaintext", &addr, "list"])
+        .output()
+        .await
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("facewire.v1.RecognitionService"),
+        "{listed} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tokio::process::Command::new(grpcurl)
+        .args([
+            "-plaintext",
+            "-d",
+            r#"{"service":"facewire.v1.RecognitionService"}"#,
+            &addr,
+            "grpc.health.v1.Health/Check",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SERVING"));
+    let out = tokio::process::Command::new(grpcurl)
+        .args([
+            "-plaintext",
+            "-d",
+            "{}",
+            &addr,
+            "facewire.v1.RecognitionService/ListPeople",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    service.stop().await;
+}

@@ -1,0 +1,267 @@
+//! Serving plumbing shared by every facewire service.
+//!
+//! - [`GrpcServer`]: a tonic server that always carries gRPC health and server
+//!   reflection (v1 and v1alpha, since grpcurl 1.8 speaks only v1alpha) and the request
+//!   metrics layer.
+//! - [`Health`]: the health statuses of one server's services, flipped together.
+//! - [`drain_on`]: the SIGTERM sequence — report NOT_SERVING, wait for load balancers to
+//!   notice, then stop accepting and let in-flight requests finish.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+pub use tokio_util::sync::CancellationToken;
+
+mod message_limit;
+use tonic::{
+    server::NamedService,
+    service::{Routes, RoutesBuilder},
+};
+use tonic_health::{server::HealthReporter, ServingStatus};
+
+/// Errors from serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// The health statuses of one gRPC server: the overall status (`""`) and one per service.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+    serving: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+impl Health {
+    /// Reports every service SERVING, unless the process is draining (a drain is final).
+    pub async fn serving(&self) {
+        if self.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        self.set(ServingStatus::Serving).await;
+    }
+
+    /// Reports NOT_SERVING for good: the process is shutting down.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    /// Reports every service NOT_SERVING (draining, or a dependency is down).
+    pub async fn not_serving(&self) {
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    /// Whether the last status reported was SERVING (for HTTP readiness probes).
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    async fn set(&self, status: ServingStatus) {
+        self.serving
+            .store(status == ServingStatus::Serving, Ordering::Relaxed);
+        self.reporter.set_service_status("", status).await;
+        for name in &self.names {
+            self.reporter.set_service_status(*name, status).await;
+        }
+    }
+}
+
+/// A tonic server with health, reflection and request metrics built in.
+pub struct GrpcServer {
+    routes: RoutesBuilder,
+    health: Health,
+    max_message_bytes: usize,
+}
+
+impl Default for GrpcServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GrpcServer {
+    /// A server with only health and reflection.
+    pub fn new() -> Self {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(facewire_proto::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        match reflection().build_v1() {
+            Ok(svc) => {
+                routes.add_service(svc);
+            }
+            Err(e) => tracing::error!("reflection v1 unavailable: {e}"),
+        }
+        match reflection().build_v1alpha() {
+            Ok(svc) => {
+                routes.add_service(svc);
+            }
+            Err(e) => tracing::error!("reflection v1alpha unavailable: {e}"),
+        }
+        Self {
+            routes,
+            health: Health {
+                reporter,
+                names: Vec::new(),
+                serving: Arc::new(AtomicBool::new(false)),
+                draining: Arc::new(AtomicBool::new(false)),
+            },
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+
+    /// Adds a service; its health is reported under its full name.
+    pub fn add_service<S>(mut self, svc: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.health.names.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// The largest request message accepted, for documentation and limits; services
+    /// apply it to their generated servers with `max_decoding_message_size`.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// The health handle, to flip statuses later.
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then stops accepting and
+    /// waits for in-flight requests. Health is reported SERVING once serving starts.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
+        let routes: Routes = self.routes.routes();
+        self.health.serving().await;
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(facewire_telemetry::GrpcMetricsLayer)
+            .layer(tower::util::MapResponseLayer::new(
+                message_limit::rewrite_response::<tonic::body::Body>,
+            ))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown.cancelled_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Serves an axum router on `listener` until `shutdown` is cancelled.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(ServeError::Http)
+}
+
+/// A future that resolves on SIGTERM or Ctrl-C. The handlers are installed when this
+/// is called, not when first polled, so call it before announcing readiness: a signal
+/// that arrives in between is then caught instead of killing the process.
+pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = ctrl_c => {}
+            }
+            return;
+        }
+        let _ = ctrl_c.await;
+    }
+}
+
+/// The drain sequence: when `signal` fires, report NOT_SERVING on every `health`, wait
+/// `delay` so load balancers and clients move away, then cancel `shutdown` so servers
+/// stop accepting and finish what is in flight.
+pub async fn drain_on(
+    signal: impl Future<Output = ()>,
+    health: Vec<Health>,
+    delay: Duration,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        _ = signal => {}
+        _ = shutdown.cancelled() => return,
+    }
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        "draining: reporting NOT_SERVING"
+    );
+    for h in &health {
+        h.drain().await;
+    }
+    tokio::time::sleep(delay).await;
+    shutdown.cancel();
+}

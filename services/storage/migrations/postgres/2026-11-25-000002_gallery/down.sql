@@ -1,0 +1,3 @@
+DROP TABLE gallery_version;
+DROP TABLE faces;
+DROP TABLE people;

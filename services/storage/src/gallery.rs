@@ -1,0 +1,319 @@
+//! The gallery of enrolled people (owned by the recognition service).
+//!
+//! People have names; faces belong to people and carry an embedding stored as
+//! little-endian `f32` bytes, so both backends share one schema. Every change bumps the
+//! single-row `gallery_version`, in the same transaction, so a replica that polls the
+//! version reloads exactly when something changed.
+
+use diesel::prelude::*;
+
+use crate::{
+    now_millis,
+    schema::{faces, gallery_version, people},
+    Store, StoreError,
+};
+
+/// A face to add to the gallery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFace {
+    /// The person; created if new.
+    pub person: String,
+    /// Hex SHA-256 of the enrolled image (the same image twice is one face).
+    pub content_hash: String,
+    /// The embedding (unit length).
+    pub embedding: Vec<f32>,
+    /// Face box in the enrolled image: left, top, width, height.
+    pub bbox: [f32; 4],
+}
+
+/// The result of storing a face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredFaceId {
+    /// The face's id.
+    pub id: i64,
+    /// False when the same image was already enrolled for this person.
+    pub created: bool,
+}
+
+/// A face as loaded to build the in-memory gallery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GalleryRow {
+    /// The face's id.
+    pub face_id: i64,
+    /// Its person's name.
+    pub person: String,
+    /// Its embedding.
+    pub embedding: Vec<f32>,
+}
+
+/// An enrolled person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonSummary {
+    /// The name.
+    pub name: String,
+    /// How many faces are enrolled for them.
+    pub face_count: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = faces)]
+struct FaceInsert<'a> {
+    person_id: i64,
+    content_hash: &'a str,
+    embedding: Vec<u8>,
+    box_x: f32,
+    box_y: f32,
+    box_width: f32,
+    box_height: f32,
+    created_at: i64,
+}
+
+/// `f32`s as little-endian bytes.
+pub fn embedding_to_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Little-endian bytes back to `f32`s.
+pub fn embedding_from_bytes(bytes: &[u8]) -> Result<Vec<f32>, StoreError> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(StoreError::Corrupt(format!(
+            "embedding of {} bytes is not a whole number of f32 values",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Bumps the gallery version inside the caller's transaction. A macro, not a function,
+/// because `with_conn!` compiles its body once per backend with a concrete connection.
+macro_rules! bump_version {
+    ($conn:expr) => {
+        diesel::update(gallery_version::table.filter(gallery_version::id.eq(1)))
+            .set(gallery_version::version.eq(gallery_version::version + 1i64))
+            .execute($conn)
+    };
+}
+
+impl Store {
+    /// Adds a face, creating its person if new. Idempotent by content hash: the same
+    /// image enrolled twice for one person returns the existing face, `created: false`.
+    pub async fn enroll_face(&self, face: NewFace) -> Result<StoredFaceId, StoreError> {
+        with_conn!(self, |conn| {
+            conn.transaction(|conn| {
+                let now = now_millis();
+                // A write first, so SQLite takes the write lock at once (waiting on the
+                // busy timeout) instead of failing to upgrade a read transaction.
+                diesel::insert_into(people::table)
+                    .values((people::name.eq(&face.person), people::created_at.eq(now)))
+                    .on_conflict(people::name)
+                    .do_nothing()
+                    .execute(conn)?;
+                let person_id: i64 = people::table
+                    .filter(people::name.eq(&face.person))
+                    .select(people::id)
+                    .first(conn)?;
+                let inserted: Option<i64> = diesel::insert_into(faces::table)
+                    .values(FaceInsert {
+                        person_id,
+                        content_hash: &face.content_hash,
+                        embedding: embedding_to_bytes(&face.embedding),
+                        box_x: face.bbox[0],
+                        box_y: face.bbox[1],
+                        box_width: face.bbox[2],
+                        box_height: face.bbox[3],
+                        created_at: now,
+                    })
+                    .on_conflict((faces::person_id, faces::content_hash))
+                    .do_nothing()
+                    .returning(faces::id)
+                    .get_result(conn)
+                    .optional()?;
+                let stored = match inserted {
+                    Some(id) => {
+                        bump_version!(conn)?;
+                        StoredFaceId { id, created: true }
+                    }
+                    None => StoredFaceId {
+                        id: faces::table
+                            .filter(faces::person_id.eq(person_id))
+                            .filter(faces::content_hash.eq(&face.content_hash))
+                            .select(faces::id)
+                            .first(conn)?,
+                        created: false,
+                    },
+                };
+                Ok::<_, StoreError>(stored)
+            })
+        })
+    }
+
+    /// The gallery's current version (changes whenever people or faces change).
+    pub async fn gallery_version(&self) -> Result<i64, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(gallery_version::table
+                .filter(gallery_version::id.eq(1))
+                .select(gallery_version::version)
+                .first::<i64>(conn)?)
+        })
+    }
+
+    /// Every enrolled face with its person, and the version they reflect (read in one
+    /// transaction, so a concurrent enrolment is either in both or in neither).
+    pub async fn gallery_faces(&self) -> Result<(i64, Vec<GalleryRow>), StoreError> {
+        with_conn!(self, |conn| {
+            conn.transaction(|conn| {
+                let version: i64 = gallery_version::table
+                    .filter(gallery_version::id.eq(1))
+                    .select(gallery_version::version)
+                    .first(conn)?;
+                let rows: Vec<(i64, String, Vec<u8>)> = faces::table
+                    .inner_join(people::table)
+                    .order(faces::id.asc())
+                    .select((faces::id, people::name, faces::embedding))
+                    .load(conn)?;
+                let faces = rows
+                    .into_iter()
+                    .map(|(face_id, person, bytes)| {
+                        Ok(GalleryRow {
+                            face_id,
+                            person,
+                            embedding: embedding_from_bytes(&bytes)
+                                .map_err(|e| StoreError::Corrupt(format!("face {face_id}: {e}")))?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                Ok::<_, StoreError>((version, faces))
+            })
+        })
+    }
+
+    /// Enrolled people with their face counts, by name.
+    pub async fn people(&self) -> Result<Vec<PersonSummary>, StoreError> {
+        with_conn!(self, |conn| {
+            let rows: Vec<(String, i64)> = people::table
+                .left_join(faces::table)
+                .group_by((people::id, people::name))
+                .select((people::name, diesel::dsl::count(faces::id.nullable())))
+                .order(people::name.asc())
+                .load(conn)?;
+            Ok(rows
+                .into_iter()
+                .map(|(name, face_count)| PersonSummary { name, face_count })
+                .collect())
+        })
+    }
+
+    /// Forgets a person and their faces. Returns how many faces were removed, or `None`
+    /// when nobody has that name.
+    pub async fn remove_person(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let name = name.to_string();
+        with_conn!(self, |conn| {
+            conn.transaction(|conn| {
+                // Faces first (a write, for SQLite's lock; and no reliance on the
+                // connection having foreign keys enabled for the cascade).
+                let person_ids = people::table
+                    .filter(people::name.eq(&name))
+                    .select(people::id);
+                let faces_removed =
+                    diesel::delete(faces::table.filter(faces::person_id.eq_any(person_ids)))
+                        .execute(conn)? as i64;
+                let people_removed =
+                    diesel::delete(people::table.filter(people::name.eq(&name))).execute(conn)?;
+                if people_removed == 0 {
+                    return Ok::<_, StoreError>(None);
+                }
+                bump_version!(conn)?;
+                Ok(Some(faces_removed))
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    #[test]
+    fn embedding_bytes_round_trip_and_reject_ragged_lengths() {
+        let v = vec![0.5f32, -1.25, 3.0e-7];
+        assert_eq!(embedding_from_bytes(&embedding_to_bytes(&v)).unwrap(), v);
+        assert!(embedding_from_bytes(&[0, 1, 2]).is_err());
+    }
+
+    fn face(person: &str, hash: &str, first: f32) -> NewFace {
+        NewFace {
+            person: person.into(),
+            content_hash: hash.into(),
+            embedding: vec![first, 0.0, 1.0],
+            bbox: [1.0, 2.0, 3.0, 4.0],
+        }
+    }
+
+    async fn exercise(store: Store) {
+        assert_eq!(store.gallery_version().await.unwrap(), 0);
+        let a = store.enroll_face(face("ada", "h1", 0.1)).await.unwrap();
+        assert!(a.created);
+        let again = store.enroll_face(face("ada", "h1", 0.9)).await.unwrap();
+        assert_eq!(
+            again,
+            StoredFaceId {
+                id: a.id,
+                created: false
+            }
+        );
+        // A repeated enrolment changes nothing, so the version moved once.
+        assert_eq!(store.gallery_version().await.unwrap(), 1);
+        store.enroll_face(face("ada", "h2", 0.2)).await.unwrap();
+        store.enroll_face(face("bob", "h1", 0.3)).await.unwrap();
+        let (version, rows) = store.gallery_faces().await.unwrap();
+        assert_eq!(version, 3);
+        let summary: Vec<(String, f32)> = rows
+            .iter()
+            .map(|r| (r.person.clone(), r.embedding[0]))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("ada".into(), 0.1),
+                ("ada".into(), 0.2),
+                ("bob".into(), 0.3)
+            ]
+        );
+        assert_eq!(
+            store.people().await.unwrap(),
+            vec![
+                PersonSummary {
+                    name: "ada".into(),
+                    face_count: 2
+                },
+                PersonSummary {
+                    name: "bob".into(),
+                    face_count: 1
+                },
+            ]
+        );
+        assert_eq!(store.remove_person("ada").await.unwrap(), Some(2));
+        assert_eq!(store.remove_person("ada").await.unwrap(), None);
+        assert_eq!(store.gallery_version().await.unwrap(), 4);
+        let (_, rows) = store.gallery_faces().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(store.people().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn gallery_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/gallery.db", dir.path().display());
+        exercise(Store::open(&url, StoreOptions::default()).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn gallery_on_postgres() {
+        let db = crate::testing::TestDatabase::create();
+        exercise(Store::open(&db.url, StoreOptions::default()).await.unwrap()).await;
+    }
+}

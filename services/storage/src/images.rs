@@ -1,0 +1,442 @@
+//! Image records and their state machine.
+//!
+//! ```text
+//! pending ──claim──▶ processing ──finish──▶ done | no_face | failed
+//!    ▲                   │
+//!    └──── retry ────────┘   (transient error; the reconciler also re-queues stale rows)
+//! ```
+//! Every transition is a conditional UPDATE keyed by id *and* attempt, so repeating one
+//! (a redelivered message, a processor that lost its lease) changes nothing.
+
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{now_millis, schema::images, Backend, Store, StoreError};
+
+/// Where an image is in the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    /// Recorded and queued.
+    Pending,
+    /// Claimed by a processor.
+    Processing,
+    /// Recognised.
+    Done,
+    /// Processed; nobody in it.
+    NoFace,
+    /// Given up.
+    Failed,
+}
+
+impl ImageStatus {
+    /// Every status, in pipeline order.
+    pub const ALL: [ImageStatus; 5] = [
+        ImageStatus::Pending,
+        ImageStatus::Processing,
+        ImageStatus::Done,
+        ImageStatus::NoFace,
+        ImageStatus::Failed,
+    ];
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageStatus::Pending => "pending",
+            ImageStatus::Processing => "processing",
+            ImageStatus::Done => "done",
+            ImageStatus::NoFace => "no_face",
+            ImageStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether the image will not change again by itself.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ImageStatus::Done | ImageStatus::NoFace | ImageStatus::Failed
+        )
+    }
+}
+
+impl std::str::FromStr for ImageStatus {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ImageStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown image status {s:?}")))
+    }
+}
+
+impl std::fmt::Display for ImageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Someone found in an image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonFound {
+    /// Enrolled name; empty for a face that matched nobody.
+    pub name: String,
+    /// Cosine similarity to the best-matching enrolled face.
+    pub similarity: f32,
+}
+
+/// An image to record.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    /// Path relative to the image root.
+    pub path: String,
+    /// Hex SHA-256 of the file.
+    pub content_hash: String,
+}
+
+/// A stored image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRecord {
+    /// Database id.
+    pub id: i64,
+    /// Path relative to the image root.
+    pub path: String,
+    /// Hex SHA-256 of the file when submitted.
+    pub content_hash: String,
+    /// Current state.
+    pub status: ImageStatus,
+    /// People found (empty until done).
+    pub people: Vec<PersonFound>,
+    /// Processing attempts so far.
+    pub attempts: i32,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// Milliseconds since the epoch.
+    pub updated_at: i64,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = images)]
+struct ImageRow {
+    id: i64,
+    path: String,
+    content_hash: String,
+    status: String,
+    people: String,
+    attempts: i32,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<ImageRow> for ImageRecord {
+    type Error = StoreError;
+    fn try_from(r: ImageRow) -> Result<Self, StoreError> {
+        let people = serde_json::from_str(&r.people)
+            .map_err(|e| StoreError::Corrupt(format!("image {}: people: {e}", r.id)))?;
+        Ok(ImageRecord {
+            id: r.id,
+            path: r.path,
+            content_hash: r.content_hash,
+            status: r.status.parse()?,
+            people,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = images)]
+struct ImageInsert<'a> {
+    path: &'a str,
+    content_hash: &'a str,
+    status: &'a str,
+    people: &'a str,
+    attempts: i32,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// An image a processor has claimed for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Image id.
+    pub id: i64,
+    /// Path relative to the image root.
+    pub path: String,
+    /// This attempt's number (1 for the first); finishing must quote it.
+    pub attempt: i32,
+}
+
+/// The result of one processing attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Faces found (matched or not).
+    Done(Vec<PersonFound>),
+    /// No face in the image.
+    NoFace,
+    /// Permanent failure, with the reason.
+    Failed(String),
+    /// Transient failure: back to pending, with the reason.
+    Retry(String),
+}
+
+impl Outcome {
+    fn status(&self) -> ImageStatus {
+        match self {
+            Outcome::Done(_) => ImageStatus::Done,
+            Outcome::NoFace => ImageStatus::NoFace,
+            Outcome::Failed(_) => ImageStatus::Failed,
+            Outcome::Retry(_) => ImageStatus::Pending,
+        }
+    }
+}
+
+fn records(rows: Vec<ImageRow>) -> Result<Vec<ImageRecord>, StoreError> {
+    rows.into_iter().map(ImageRecord::try_from).collect()
+}
+
+impl Store {
+    /// Records a batch of new images, all pending, in one transaction and one INSERT.
+    /// Returns the records in input order.
+    pub async fn insert_batch(&self, new: Vec<NewImage>) -> Result<Vec<ImageRecord>, StoreError> {
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_conn!(self, |conn| {
+            let now = now_millis();
+            let rows: Vec<ImageInsert<'_>> = new
+                .iter()
+                .map(|n| ImageInsert {
+                    path: &n.path,
+                    content_hash: &n.content_hash,
+                    status: ImageStatus::Pending.as_str(),
+                    people: "[]",
+                    attempts: 0,
+                    created_at: now,
+                    updated_at: now,
+                })
+                .collect();
+            let mut inserted: Vec<ImageRow> = conn.transaction(|conn| {
+                diesel::insert_into(images::table)
+                    .values(&rows)
+                    .returning(ImageRow::as_returning())
+                    .get_results(conn)
+            })?;
+            // Ids are assigned in VALUES order on both backends; sort to be certain.
+            inserted.sort_by_key(|r| r.id);
+            records(inserted)
+        })
+    }
+
+    /// One image by id.
+    pub async fn get(&self, id: i64) -> Result<Option<ImageRecord>, StoreError> {
+        with_conn!(self, |conn| {
+            let row = images::table
+                .find(id)
+                .select(ImageRow::as_select())
+                .first(conn)
+                .optional()?;
+            row.map(ImageRecord::try_from).transpose()
+        })
+    }
+
+    /// Several images by id (missing ids are skipped), ordered by id.
+    pub async fn get_many(&self, ids: Vec<i64>) -> Result<Vec<ImageRecord>, StoreError> {
+        with_conn!(self, |conn| {
+            let rows = images::table
+                .filter(images::id.eq_any(&ids))
+                .order(images::id.asc())
+                .select(ImageRow::as_select())
+                .load(conn)?;
+            records(rows)
+        })
+    }
+
+    /// A page of images, newest first: at most `limit` with id below `before_id`,
+    /// optionally only in `status`.
+    pub async fn list(
+        &self,
+        status: Option<ImageStatus>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        with_conn!(self, |conn| {
+            let mut q = images::table
+                .select(ImageRow::as_select())
+                .order(images::id.desc())
+                .limit(limit)
+                .into_boxed();
+            if let Some(st) = status {
+                q = q.filter(images::status.eq(st.as_str()));
+            }
+            if let Some(before) = before_id {
+                q = q.filter(images::id.lt(before));
+            }
+            records(q.load(conn)?)
+        })
+    }
+
+    /// How many images are in each status.
+    pub async fn count_by_status(&self) -> Result<Vec<(ImageStatus, i64)>, StoreError> {
+        with_conn!(self, |conn| {
+            let rows: Vec<(String, i64)> = images::table
+                .group_by(images::status)
+                .select((images::status, diesel::dsl::count_star()))
+                .load(conn)?;
+            rows.into_iter().map(|(s, n)| Ok((s.parse()?, n))).collect()
+        })
+    }
+
+    /// Claims images for a processing attempt: those still pending (or processing, when a
+    /// message is redelivered after a crash) move to processing with attempts + 1.
+    /// Images already in a terminal state, or gone, are not returned.
+    pub async fn claim(&self, ids: Vec<i64>) -> Result<Vec<Claim>, StoreError> {
+        with_conn!(self, |conn| {
+            let now = now_millis();
+            let claimed: Vec<(i64, String, i32)> =
+                diesel::update(images::table.filter(images::id.eq_any(&ids)).filter(
+                    images::status.eq_any([
+                        ImageStatus::Pending.as_str(),
+                        ImageStatus::Processing.as_str(),
+                    ]),
+                ))
+                .set((
+                    images::status.eq(ImageStatus::Processing.as_str()),
+                    images::attempts.eq(images::attempts + 1),
+                    images::updated_at.eq(now),
+                ))
+                .returning((images::id, images::path, images::attempts))
+                .get_results(conn)?;
+            let mut claims: Vec<Claim> = claimed
+                .into_iter()
+                .map(|(id, path, attempt)| Claim { id, path, attempt })
+                .collect();
+            claims.sort_by_key(|c| c.id);
+            Ok(claims)
+        })
+    }
+
+    /// Records the outcomes of processing attempts in one transaction. An outcome applies
+    /// only if its image is still processing under the same attempt; the returned flags
+    /// say, per outcome, whether it applied (false = a repeat or a superseded attempt).
+    pub async fn finish(&self, outcomes: Vec<(Claim, Outcome)>) -> Result<Vec<bool>, StoreError> {
+        with_conn!(self, |conn| {
+            let now = now_millis();
+            conn.transaction(|conn| {
+                let mut applied = Vec::with_capacity(outcomes.len());
+                for (claim, outcome) in &outcomes {
+                    let people = match outcome {
+                        Outcome::Done(p) => {
+                            serde_json::to_string(p).unwrap_or_else(|_| "[]".into())
+                        }
+                        _ => "[]".to_string(),
+                    };
+                    let error = match outcome {
+                        Outcome::Failed(e) | Outcome::Retry(e) => Some(e.as_str()),
+                        _ => None,
+                    };
+                    let n = diesel::update(
+                        images::table
+                            .filter(images::id.eq(claim.id))
+                            .filter(images::attempts.eq(claim.attempt))
+                            .filter(images::status.eq(ImageStatus::Processing.as_str())),
+                    )
+                    .set((
+                        images::status.eq(outcome.status().as_str()),
+                        images::people.eq(&people),
+                        images::last_error.eq(error),
+                        images::updated_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                    applied.push(n == 1);
+                }
+                Ok::<_, diesel::result::Error>(applied)
+            })
+            .map_err(StoreError::from)
+        })
+    }
+
+    /// Marks images failed whatever their state unless already terminal (poison
+    /// messages, attempts exhausted). Returns how many changed.
+    pub async fn fail(&self, ids: Vec<i64>, reason: String) -> Result<usize, StoreError> {
+        with_conn!(self, |conn| {
+            let n = diesel::update(images::table.filter(images::id.eq_any(&ids)).filter(
+                images::status.eq_any([
+                    ImageStatus::Pending.as_str(),
+                    ImageStatus::Processing.as_str(),
+                ]),
+            ))
+            .set((
+                images::status.eq(ImageStatus::Failed.as_str()),
+                images::last_error.eq(&reason),
+                images::updated_at.eq(now_millis()),
+            ))
+            .execute(conn)?;
+            Ok(n)
+        })
+    }
+
+    /// Finds images stuck in pending or processing since before `cutoff_millis`, at most
+    /// `limit`, and stamps them as just touched so the next sweep leaves them alone until
+    /// their deadline passes again. On PostgreSQL rows are locked with
+    /// `FOR UPDATE SKIP LOCKED`, so concurrent reconcilers never take the same row.
+    pub async fn claim_stale(
+        &self,
+        cutoff_millis: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let stuck = [
+            ImageStatus::Pending.as_str(),
+            ImageStatus::Processing.as_str(),
+        ];
+        let store = self.clone();
+        crate::run_blocking(move || {
+            let now = now_millis();
+            match &store.backend {
+                Backend::Pg(pool) => {
+                    let conn = &mut *pool.get()?;
+                    conn.transaction(|conn| {
+                        let ids: Vec<i64> = images::table
+                            .filter(images::status.eq_any(stuck))
+                            .filter(images::updated_at.lt(cutoff_millis))
+                            .order(images::id.asc())
+                            .limit(limit)
+                            .select(images::id)
+                            .for_update()
+                            .skip_locked()
+                            .load(conn)?;
+                        diesel::update(images::table.filter(images::id.eq_any(&ids)))
+                            .set(images::updated_at.eq(now))
+                            .execute(conn)?;
+                        Ok::<_, diesel::result::Error>(ids)
+                    })
+                    .map_err(StoreError::from)
+                }
+                Backend::Sqlite(pool) => {
+                    let conn = &mut *pool.get()?;
+                    // SQLite has one writer at a time; an immediate transaction is the lock.
+                    conn.immediate_transaction(|conn| {
+                        let ids: Vec<i64> = images::table
+                            .filter(images::status.eq_any(stuck))
+                            .filter(images::updated_at.lt(cutoff_millis))
+                            .order(images::id.asc())
+                            .limit(limit)
+                            .select(images::id)
+                            .load(conn)?;
+                        diesel::update(images::table.filter(images::id.eq_any(&ids)))
+                            .set(images::updated_at.eq(now))
+                            .execute(conn)?;
+                        Ok::<_, diesel::result::Error>(ids)
+                    })
+                    .map_err(StoreError::from)
+                }
+            }
+        })
+        .await
+    }
+}
