@@ -19,7 +19,9 @@ use tokio::{
     process::{Child, Command},
 };
 
+pub mod browser;
 pub mod proxy;
+pub mod rolling;
 
 pub use facewire_queue::testing::TestQueue;
 pub use facewire_storage::testing::TestDatabase;
@@ -156,6 +158,9 @@ impl Service {
         cmd.args(args)
             .env("FACEWIRE_GRPC_ADDR", "127.0.0.1:0")
             .env("FACEWIRE_HTTP_ADDR", "127.0.0.1:0")
+            .env("FACEWIRE_WEB_ADDR", "127.0.0.1:0")
+            .env("FACEWIRE_RECOGNITION_ADDR", "127.0.0.1:0")
+            .env("FACEWIRE_MODEL_DIR", workspace_root().join("models"))
             .env("FACEWIRE_DRAIN_SECONDS", "0.2")
             .env(
                 "FACEWIRE_LOG",

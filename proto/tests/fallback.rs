@@ -11,7 +11,7 @@ use facewire_proto::{
         submit_result::Outcome,
         GetImageRequest, GetImageResponse, Image, ImageStatus, ListImagesRequest,
         ListImagesResponse, SubmitErrorCode, SubmitImageRequest, SubmitImageResponse,
-        SubmitImagesRequest, SubmitImagesResponse,
+        SubmitImagesRequest, SubmitImagesResponse, WatchImagesRequest, WatchImagesResponse,
     },
     FacewireClient,
 };
@@ -26,6 +26,15 @@ struct OldServer {
 
 #[tonic::async_trait]
 impl ImageService for OldServer {
+    type WatchImagesStream = tokio_stream::Empty<Result<WatchImagesResponse, Status>>;
+
+    async fn watch_images(
+        &self,
+        _: Request<WatchImagesRequest>,
+    ) -> Result<Response<Self::WatchImagesStream>, Status> {
+        Err(Status::unimplemented("WatchImages"))
+    }
+
     async fn submit_images(
         &self,
         _: Request<SubmitImagesRequest>,

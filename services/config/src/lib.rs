@@ -8,8 +8,10 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 mod image_root;
+mod security;
 
 pub use image_root::{CheckedPath, ImageRoot, PathError};
+pub use security::{AuthConfig, TlsConfig};
 
 /// Where state lives: the data dir and the database.
 #[derive(Debug, Clone, clap::Args)]

@@ -21,6 +21,10 @@ enum Command {
     Up(cli::up::UpArgs),
     /// Run the receiver: gRPC ImageService and the JSON endpoints.
     Receiver(facewire_receiver::ReceiverConfig),
+    /// Submit images (files or directories) and optionally wait for the people found.
+    Submit(cli::submit::SubmitArgs),
+    /// Run a processor: queue consumer -> recognition -> database.
+    Processor(facewire_processor::ProcessorConfig),
     /// Run the reconciler: re-queue images stuck past a deadline.
     Reconciler(facewire_reconciler::ReconcilerConfig),
     /// Apply database migrations and exit.
@@ -35,6 +39,8 @@ enum Command {
     Forget(cli::recognition::ForgetArgs),
     /// Find and name the faces in images.
     Recognize(cli::recognition::RecognizeArgs),
+    /// Run the web page: images with live status, and the enrolled people.
+    Frontend(facewire_frontend::FrontendConfig),
 }
 
 #[tokio::main]
@@ -44,6 +50,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => cli::up::run(args).await,
         Command::Receiver(config) => cli::serve::receiver(config).await,
+        Command::Submit(args) => cli::submit::run(args).await,
+        Command::Processor(config) => cli::serve::processor(config).await,
         Command::Reconciler(config) => cli::serve::reconciler(config).await,
         Command::Migrate(args) => cli::migrate::run(args).await,
         Command::Recognition(config) => cli::recognition::serve(config).await,
@@ -51,6 +59,7 @@ async fn main() -> std::process::ExitCode {
         Command::People(args) => cli::recognition::people(args).await,
         Command::Forget(args) => cli::recognition::forget(args).await,
         Command::Recognize(args) => cli::recognition::recognize(args).await,
+        Command::Frontend(config) => cli::frontend::run(config).await,
     };
     match result {
         Ok(code) => code,

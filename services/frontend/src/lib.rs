@@ -1,1 +1,145 @@
 //! The web page listing images, their status and the people found.
+//!
+//! The frontend holds no state of its own: the receiver (gRPC `ImageService`) has the
+//! images, the recognition service (gRPC `RecognitionService`) the enrolled people, the
+//! image root the files. Pages are rendered on the server ([`render`]); a small script
+//! keeps the image table current from `/events`, a Server-Sent Events stream fed by one
+//! shared `WatchImages` stream to the receiver ([`upstream::LiveFeed`]).
+//!
+//! Whatever is down, every page still renders and says what is unreachable.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use axum::Router;
+use facewire_config::ImageRoot;
+use facewire_server::{CancellationToken, ServeError};
+use tokio::net::TcpListener;
+
+pub mod config;
+pub mod render;
+pub mod thumbnail;
+pub mod upstream;
+mod web;
+
+pub use config::FrontendConfig;
+
+/// Failure to start the frontend.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    /// The image root is unusable.
+    #[error("FACEWIRE_IMAGE_ROOT: {0}")]
+    ImageRoot(std::io::Error),
+    /// A service URL does not parse.
+    #[error("{what}: {url:?} is not a valid URL: {reason}")]
+    BadUrl {
+        /// The setting.
+        what: &'static str,
+        /// The value given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The listener could not be bound.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Shared by every handler.
+pub(crate) struct AppState {
+    pub(crate) upstream: upstream::Upstream,
+    pub(crate) feed: upstream::LiveFeed,
+    pub(crate) root: ImageRoot,
+    pub(crate) max_upload_bytes: usize,
+    /// Cancelled on shutdown: ends the live streams, which would otherwise keep a
+    /// graceful shutdown waiting forever.
+    pub(crate) closing: CancellationToken,
+    pub(crate) draining: AtomicBool,
+}
+
+/// Flips the frontend's readiness to "draining" (`/readyz` answers 503), so load
+/// balancers move away before the listener closes.
+#[derive(Clone)]
+pub struct DrainHandle(Arc<AppState>);
+
+impl DrainHandle {
+    /// Reports not ready from now on.
+    pub fn drain(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A built frontend, bound to its port and ready to run.
+pub struct Frontend {
+    listener: TcpListener,
+    router: Router,
+    state: Arc<AppState>,
+}
+
+impl Frontend {
+    /// Checks the image root, prepares the (lazily connecting) clients and binds the
+    /// HTTP listener. Neither the receiver nor recognition needs to be up.
+    pub async fn build(config: &FrontendConfig) -> Result<Self, FrontendError> {
+        let root = ImageRoot::new(&config.image_root, config.max_image_bytes)
+            .map_err(FrontendError::ImageRoot)?;
+        let upstream = upstream::Upstream::new(&config.receiver_url, &config.recognition_url)?;
+        let closing = CancellationToken::new();
+        let state = Arc::new(AppState {
+            feed: upstream::LiveFeed::new(upstream.clone(), closing.clone()),
+            upstream,
+            root,
+            max_upload_bytes: config.max_upload_bytes,
+            closing,
+            draining: AtomicBool::new(false),
+        });
+        let router = web::routes(state.clone()).merge(facewire_telemetry::metrics_router());
+        let listener = facewire_server::bind(config.http_addr).await?;
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Every route of the frontend (pages, `/events`, thumbnails, `/healthz`,
+    /// `/readyz`, `/metrics`), for a caller that serves them on its own listener.
+    /// Such a caller must call [`Frontend::close_streams`] when it shuts down.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// A handle that makes `/readyz` report draining.
+    pub fn drain_handle(&self) -> DrainHandle {
+        DrainHandle(self.state.clone())
+    }
+
+    /// Ends every open live stream (`/events`) and stops following the receiver, so a
+    /// graceful HTTP shutdown is not held up by pages that never disconnect.
+    pub fn close_streams(&self) {
+        self.state.closing.cancel();
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes the live streams and finishes
+    /// in-flight requests.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let closing = self.state.closing.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            closing.cancel();
+        });
+        facewire_server::serve_http(self.listener, self.router, shutdown).await
+    }
+}

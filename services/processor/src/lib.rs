@@ -1,1 +1,408 @@
-//! Consumes queued image ids, asks recognition who is in them, records the answer.
+//! The processor: takes image ids off the queue in batches, claims them in the database
+//! (`processing`, attempt + 1), reads the files, asks recognition who is in them in one
+//! batched call, records every outcome in one transaction, and only then acknowledges the
+//! messages. Redelivery is harmless: claims and outcomes are conditional on the state and
+//! the attempt (see `facewire_storage::images`).
+//!
+//! | what went wrong | outcome |
+//! | --- | --- |
+//! | recognition unavailable, database blip | back to `pending`, message requeued after a backoff; after `max_attempts` → `failed` + dead-letter |
+//! | file gone, unreadable, undecodable | `failed` at once with the reason (retrying cannot help) |
+//! | body is not an id, id of no row | dead-letter (a poison message never blocks the queue) |
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use facewire_config::ImageRoot;
+use facewire_proto::v1::{
+    batch_result, recognition_service_client::RecognitionServiceClient, BatchImage,
+    RecognizeBatchRequest, RecognizeBatchResponse,
+};
+use facewire_queue::{Consumer, Delivery, ResubscribingConsumer, WorkQueue};
+use facewire_resilience::{BreakerLayer, ChannelError};
+use facewire_server::CancellationToken;
+use facewire_storage::{images::Claim, Outcome, PersonFound, Store};
+use tokio::sync::mpsc;
+use tower::{util::BoxCloneSyncService, Service, ServiceExt};
+
+pub mod config;
+
+pub use config::{ProcessorConfig, WorkConfig};
+
+/// Failure to start the processor.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// The recognition URL is unusable.
+    #[error("FACEWIRE_RECOGNITION_URL: {0}")]
+    RecognitionUrl(#[from] ChannelError),
+    /// The image root is unusable.
+    #[error("FACEWIRE_IMAGE_ROOT: {0}")]
+    ImageRoot(std::io::Error),
+}
+
+/// The resilient `RecognizeBatch` call.
+pub type RecognizeBatch =
+    BoxCloneSyncService<RecognizeBatchRequest, RecognizeBatchResponse, tonic::Status>;
+
+/// Builds the resilient `RecognizeBatch` call over every recognition replica.
+pub fn recognize_batch_client(
+    config: &WorkConfig,
+    breaker: BreakerLayer,
+) -> Result<RecognizeBatch, ChannelError> {
+    let channel =
+        facewire_resilience::balanced_channel(&config.recognition_url, Duration::from_secs(10))?;
+    let client = RecognitionServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let call = tower::service_fn(move |req: RecognizeBatchRequest| {
+        let mut client = client.clone();
+        async move { client.recognize_batch(req).await.map(|r| r.into_inner()) }
+    });
+    Ok(facewire_resilience::stack(
+        call,
+        &config.resilience(),
+        breaker,
+    ))
+}
+
+/// Works through the queue.
+#[derive(Clone)]
+pub struct Processor {
+    store: Store,
+    queue: Arc<dyn WorkQueue>,
+    root: ImageRoot,
+    recognize: RecognizeBatch,
+    breaker: BreakerLayer,
+    config: WorkConfig,
+}
+
+/// One message, parsed.
+struct Work {
+    delivery: Delivery,
+    id: i64,
+}
+
+impl Processor {
+    /// A processor over `store` and `queue`, reading images under `image_root`.
+    pub fn new(
+        store: Store,
+        queue: Arc<dyn WorkQueue>,
+        image_root: &std::path::Path,
+        config: WorkConfig,
+    ) -> Result<Self, ProcessorError> {
+        let root = ImageRoot::new(image_root, config.max_image_bytes)
+            .map_err(ProcessorError::ImageRoot)?;
+        let breaker = BreakerLayer::from_config("recognition", &config.resilience());
+        let recognize = recognize_batch_client(&config, breaker.clone())?;
+        Ok(Self {
+            store,
+            queue,
+            root,
+            recognize,
+            breaker,
+            config,
+        })
+    }
+
+    /// Consumes until `shutdown`, then finishes the batches in flight. Unfinished
+    /// messages go back to the queue when the consumer closes.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (tx, rx) = mpsc::channel::<Vec<Delivery>>(self.config.workers.max(1));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut workers = Vec::new();
+        for _ in 0..self.config.workers.max(1) {
+            let me = self.clone();
+            let rx = rx.clone();
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let batch = { rx.lock().await.recv().await };
+                    match batch {
+                        Some(batch) => me.process(batch).await,
+                        None => return,
+                    }
+                }
+            }));
+        }
+        let mut consumer = ResubscribingConsumer::new(self.queue.clone(), self.config.prefetch);
+        loop {
+            // Do not take work while the breaker is open: images wait in the queue
+            // instead of burning attempts.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.breaker.ready() => {}
+            }
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                b = self.next_batch(&mut consumer) => b,
+            };
+            match batch {
+                Ok(batch) if !batch.is_empty() => {
+                    if tx.send(batch).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "queue consumer closed");
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        for w in workers {
+            let _ = w.await;
+        }
+        tracing::info!("processor stopped");
+    }
+
+    async fn next_batch(
+        &self,
+        consumer: &mut ResubscribingConsumer,
+    ) -> Result<Vec<Delivery>, facewire_queue::QueueError> {
+        let first = consumer.next().await?;
+        let mut batch = vec![first];
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.batch_wait_ms);
+        while batch.len() < self.config.batch.max(1) {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Ok(d)) => batch.push(d),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error while filling a batch");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Processes one batch of deliveries end to end.
+    #[tracing::instrument(skip_all, fields(batch = deliveries.len()))]
+    pub async fn process(&self, deliveries: Vec<Delivery>) {
+        metrics::gauge!("processor_in_flight").increment(deliveries.len() as f64);
+        let n = deliveries.len();
+        self.process_inner(deliveries).await;
+        metrics::gauge!("processor_in_flight").decrement(n as f64);
+    }
+
+    async fn process_inner(&self, deliveries: Vec<Delivery>) {
+        let mut work = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match delivery.image_id() {
+                Ok(id) => work.push(Work { delivery, id }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "poison message: dead-lettering");
+                    metrics::counter!("processor_poison_messages_total").increment(1);
+                    settle(delivery.dead_letter().await);
+                }
+            }
+        }
+        if work.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = work.iter().map(|w| w.id).collect();
+        let claims = match self.store.claim(ids.clone()).await {
+            Ok(c) => c,
+            Err(e) => return self.requeue_later(work, 1, &e.to_string()),
+        };
+        let claimed: HashMap<i64, Claim> = claims.into_iter().map(|c| (c.id, c)).collect();
+
+        // Messages for rows that are already finished (redelivery) are acked; messages
+        // for rows that do not exist are poison.
+        let unclaimed: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !claimed.contains_key(id))
+            .collect();
+        let existing: Vec<i64> = if unclaimed.is_empty() {
+            Vec::new()
+        } else {
+            match self.store.get_many(unclaimed.clone()).await {
+                Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
+                Err(e) => return self.requeue_later(work, 1, &e.to_string()),
+            }
+        };
+        let mut active = Vec::new();
+        for w in work {
+            if let Some(claim) = claimed.get(&w.id) {
+                active.push((w, claim.clone()));
+            } else if existing.contains(&w.id) {
+                settle(w.delivery.ack().await);
+            } else {
+                tracing::warn!(
+                    id = w.id,
+                    "message for an image that does not exist: dead-lettering"
+                );
+                metrics::counter!("processor_poison_messages_total").increment(1);
+                settle(w.delivery.dead_letter().await);
+            }
+        }
+
+        // Attempts exhausted: fail for good.
+        let (exhausted, active): (Vec<_>, Vec<_>) = active
+            .into_iter()
+            .partition(|(_, c)| c.attempt > self.config.max_attempts);
+        for (w, c) in exhausted {
+            let record = self.store.get(c.id).await.ok().flatten();
+            let last = record.and_then(|r| r.last_error).unwrap_or_default();
+            let reason = format!(
+                "gave up after {} attempts: {last}",
+                self.config.max_attempts
+            );
+            if self
+                .store
+                .finish(vec![(c, Outcome::Failed(reason))])
+                .await
+                .is_ok()
+            {
+                metrics::counter!("processor_images_total", "outcome" => "failed").increment(1);
+                settle(w.delivery.dead_letter().await);
+            } else {
+                settle(w.delivery.requeue().await);
+            }
+        }
+        if active.is_empty() {
+            return;
+        }
+
+        // Read the files; failures here are permanent.
+        let root = self.root.clone();
+        let paths: Vec<(i64, String)> =
+            active.iter().map(|(_, c)| (c.id, c.path.clone())).collect();
+        let loaded: Vec<Result<Vec<u8>, String>> = tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .map(|(_, p)| {
+                    let checked = root.check(p).map_err(|e| e.to_string())?;
+                    std::fs::read(&checked.resolved).map_err(|e| format!("{p}: {e}"))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| vec![Err(format!("reading images failed: {e}")); active.len()]);
+
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; active.len()];
+        let mut request = RecognizeBatchRequest::default();
+        for (i, bytes) in loaded.into_iter().enumerate() {
+            match bytes {
+                Ok(image) => request.images.push(BatchImage {
+                    key: i.to_string(),
+                    image,
+                }),
+                Err(reason) => outcomes[i] = Some(Outcome::Failed(reason)),
+            }
+        }
+        if !request.images.is_empty() {
+            let mut svc = self.recognize.clone();
+            let started = std::time::Instant::now();
+            let response = match svc.ready().await {
+                Ok(ready) => ready.call(request).await,
+                Err(e) => Err(e),
+            };
+            metrics::histogram!("processor_recognition_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match response {
+                Ok(resp) => {
+                    for result in resp.results {
+                        let Ok(i) = result.key.parse::<usize>() else {
+                            continue;
+                        };
+                        if i >= outcomes.len() {
+                            continue;
+                        }
+                        outcomes[i] = Some(match result.outcome {
+                            Some(batch_result::Outcome::Faces(faces)) if faces.faces.is_empty() => {
+                                Outcome::NoFace
+                            }
+                            Some(batch_result::Outcome::Faces(faces)) => Outcome::Done(
+                                faces
+                                    .faces
+                                    .iter()
+                                    .map(|f| match &f.r#match {
+                                        Some(m) => PersonFound {
+                                            name: m.person.clone(),
+                                            similarity: m.similarity,
+                                        },
+                                        None => PersonFound {
+                                            name: String::new(),
+                                            similarity: f.best_similarity,
+                                        },
+                                    })
+                                    .collect(),
+                            ),
+                            Some(batch_result::Outcome::Error(e)) => Outcome::Failed(format!(
+                                "recognition refused the image: {}",
+                                e.message
+                            )),
+                            None => Outcome::Retry("recognition returned no result".into()),
+                        });
+                    }
+                }
+                Err(status) if facewire_resilience::is_transient(&status) => {
+                    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                        *o = Some(Outcome::Retry(format!(
+                            "recognition unavailable: {}",
+                            status.message()
+                        )));
+                    }
+                }
+                Err(status) => {
+                    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                        *o = Some(Outcome::Failed(format!("recognition failed: {status}")));
+                    }
+                }
+            }
+        }
+
+        let finished: Vec<(Claim, Outcome)> = active
+            .iter()
+            .zip(outcomes)
+            .map(|((_, c), o)| {
+                (
+                    c.clone(),
+                    o.unwrap_or_else(|| Outcome::Retry("no result".into())),
+                )
+            })
+            .collect();
+        let kinds: Vec<Outcome> = finished.iter().map(|(_, o)| o.clone()).collect();
+        if let Err(e) = self.store.finish(finished).await {
+            let attempt = active.iter().map(|(_, c)| c.attempt).max().unwrap_or(1);
+            let work = active.into_iter().map(|(w, _)| w).collect();
+            return self.requeue_later(work, attempt, &e.to_string());
+        }
+        // Committed: now the messages may go.
+        for ((w, c), outcome) in active.into_iter().zip(kinds) {
+            let label = match &outcome {
+                Outcome::Done(_) => "done",
+                Outcome::NoFace => "no_face",
+                Outcome::Failed(_) => "failed",
+                Outcome::Retry(_) => "retry",
+            };
+            metrics::counter!("processor_images_total", "outcome" => label).increment(1);
+            if let Outcome::Retry(reason) = &outcome {
+                tracing::info!(id = c.id, attempt = c.attempt, %reason, "will retry");
+                self.requeue_later(vec![w], c.attempt, reason);
+            } else {
+                settle(w.delivery.ack().await);
+            }
+        }
+    }
+
+    /// Puts messages back after a backoff (they stay unacknowledged meanwhile, which
+    /// holds back further deliveries: back-pressure while something is failing).
+    fn requeue_later(&self, work: Vec<Work>, attempt: i32, reason: &str) {
+        let pause = self.config.backoff(attempt);
+        tracing::warn!(count = work.len(), ?pause, %reason, "transient failure; requeueing later");
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            for w in work {
+                settle(w.delivery.requeue().await);
+            }
+        });
+    }
+}
+
+fn settle(result: Result<(), facewire_queue::QueueError>) {
+    if let Err(e) = result {
+        // The broker has already requeued an unsettled message after a lost
+        // connection; the database makes the redelivery harmless.
+        tracing::debug!(error = %e, "could not settle a delivery");
+    }
+}

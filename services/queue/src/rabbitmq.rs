@@ -15,7 +15,10 @@
 //! later call first makes sure it has a live connection, giving up with
 //! [`QueueError::Unavailable`] after [`RabbitOptions::connect_timeout`]. Publishing and
 //! consuming use separate connections, as RabbitMQ advises (flow control blocks a
-//! publishing connection, which must not stall deliveries).
+//! publishing connection, which must not stall deliveries). A connection that was
+//! fine when last used but fails on its next use (the broker restarted in between)
+//! is replaced once, immediately, before an error is returned; a batch may then be
+//! published twice in part, which consumers must (and do) tolerate.
 //!
 //! A consumer whose connection breaks returns `Err(Unavailable)` from `next()`; call
 //! [`WorkQueue::consume`] again to reconnect, or wrap the queue in
@@ -102,6 +105,8 @@ impl Role {
 struct Live {
     connection: Arc<Connection>,
     channel: Channel,
+    /// Made by this call rather than reused: an error on it is not a stale connection.
+    fresh: bool,
 }
 
 /// One lazily made, remade-when-broken connection.
@@ -120,7 +125,24 @@ impl Link {
 
     /// Forgets the current connection so that the next call makes a new one.
     async fn reset(&self) {
-        if let Some(old) = self.live.lock().await.take() {
+        let old = self.live.lock().await.take();
+        Self::close_in_background(old);
+    }
+
+    /// Forgets the current connection if it is still `connection` (another caller may
+    /// have replaced it already).
+    async fn reset_if_current(&self, connection: &Arc<Connection>) {
+        let mut guard = self.live.lock().await;
+        if guard
+            .as_ref()
+            .is_some_and(|live| Arc::ptr_eq(&live.connection, connection))
+        {
+            Self::close_in_background(guard.take());
+        }
+    }
+
+    fn close_in_background(old: Option<Live>) {
+        if let Some(old) = old {
             // Closing politely lets the broker requeue at once; if the broker is gone
             // the close fails, and dropping is all that is left to do.
             tokio::spawn(async move {
@@ -156,8 +178,10 @@ impl std::fmt::Debug for RabbitQueue {
 impl RabbitQueue {
     /// Opens the queue `queue_name` on the broker at `url` with default options.
     ///
-    /// Only a malformed URL is an error: if the broker cannot be reached now, this
-    /// logs a warning and returns the queue anyway; it connects on first use.
+    /// Tries to connect once (for at most [`RabbitOptions::connect_timeout`]), so that
+    /// a reachable broker has the queues declared before the first publish. Only a
+    /// malformed URL is an error: if the broker cannot be reached now, this logs a
+    /// warning and returns the queue anyway; it connects on first use.
     pub async fn connect(url: &str, queue_name: &str) -> Result<Self, QueueError> {
         Self::connect_with(url, queue_name, RabbitOptions::default()).await
     }
@@ -227,6 +251,28 @@ impl RabbitQueue {
             return Ok(());
         }
         let live = self.publisher.live_or_connect(self).await?;
+        match self.publish_on(&live, bodies, headers).await {
+            // A connection that was fine when last used may have died since (the
+            // broker restarted) without lapin noticing yet: replace it once, at once.
+            // Messages confirmed before the failure are sent again; consumers treat
+            // redelivery as harmless.
+            Err(QueueError::Unavailable(reason)) if !live.fresh => {
+                tracing::info!(%reason, "publish on a stale RabbitMQ connection failed; reconnecting");
+                self.publisher.reset_if_current(&live.connection).await;
+                let live = self.publisher.live_or_connect(self).await?;
+                self.publish_on(&live, bodies, headers).await
+            }
+            other => other,
+        }
+    }
+
+    /// One attempt at [`RabbitQueue::publish_raw`] on `live`.
+    async fn publish_on(
+        &self,
+        live: &Live,
+        bodies: &[Vec<u8>],
+        headers: &Headers,
+    ) -> Result<(), QueueError> {
         let properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
             .with_content_type("text/plain".into())
@@ -251,7 +297,7 @@ impl RabbitQueue {
         {
             Ok(outcomes) => outcomes,
             Err(_) => {
-                self.publisher.reset().await;
+                self.publisher.reset_if_current(&live.connection).await;
                 return Err(QueueError::Unavailable(format!(
                     "no confirms from {} within {:?}",
                     self.display_url, self.options.operation_timeout
@@ -361,6 +407,7 @@ impl RabbitQueue {
             Ok::<_, QueueError>(Live {
                 connection: Arc::new(connection),
                 channel,
+                fresh: true,
             })
         };
         match timeout(self.options.connect_timeout, work).await {
@@ -457,9 +504,13 @@ impl Link {
                     let live = Live {
                         connection: Arc::clone(&live.connection),
                         channel,
+                        fresh: false,
                     };
                     *guard = Some(live.clone());
-                    return Ok(live);
+                    return Ok(Live {
+                        fresh: true,
+                        ..live
+                    });
                 }
             }
             tracing::info!(role = self.role.as_str(), url = %queue.display_url, "RabbitMQ connection lost; reconnecting");
@@ -467,7 +518,10 @@ impl Link {
         *guard = None;
         let live = queue.open_link(self.role).await?;
         tracing::debug!(role = self.role.as_str(), url = %queue.display_url, "connected to RabbitMQ");
-        *guard = Some(live.clone());
+        *guard = Some(Live {
+            fresh: false,
+            ..live.clone()
+        });
         Ok(live)
     }
 }
@@ -481,6 +535,30 @@ impl WorkQueue for RabbitQueue {
 
     async fn consume(&self, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
         let live = self.consumer.live_or_connect(self).await?;
+        match self.subscribe(&live, prefetch).await {
+            // As in publish: a stale connection is replaced once, at once.
+            Err(QueueError::Unavailable(reason)) if !live.fresh => {
+                tracing::info!(%reason, "subscribing on a stale RabbitMQ connection failed; reconnecting");
+                self.consumer.reset_if_current(&live.connection).await;
+                let live = self.consumer.live_or_connect(self).await?;
+                self.subscribe(&live, prefetch).await
+            }
+            other => other,
+        }
+    }
+
+    async fn depth(&self) -> Result<u64, QueueError> {
+        self.count(&self.work).await
+    }
+
+    async fn dead_letter_depth(&self) -> Result<u64, QueueError> {
+        self.count(&self.dead).await
+    }
+}
+
+impl RabbitQueue {
+    /// Opens a channel on `live` with the prefetch bound and subscribes on it.
+    async fn subscribe(&self, live: &Live, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
         let tag = format!("facewire-{}", uuid::Uuid::new_v4());
         let subscribe = async {
             let channel = live.connection.create_channel().await?;
@@ -499,14 +577,6 @@ impl WorkQueue for RabbitQueue {
         };
         let (channel, inner) = self.bounded("basic.consume", subscribe).await?;
         Ok(Box::new(RabbitConsumer { channel, inner }))
-    }
-
-    async fn depth(&self) -> Result<u64, QueueError> {
-        self.count(&self.work).await
-    }
-
-    async fn dead_letter_depth(&self) -> Result<u64, QueueError> {
-        self.count(&self.dead).await
     }
 }
 

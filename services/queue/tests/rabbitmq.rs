@@ -473,8 +473,10 @@ fn broker_closes_connections_of(queue: &str) -> usize {
 async fn a_connection_closed_by_the_broker_is_unavailable_then_reconnects() {
     let f = fixture().await;
     let queue = Arc::new(f.queue);
-    let mut plain = queue.consume(5).await.unwrap();
-    let mut resilient = ResubscribingConsumer::new(queue.clone(), 5)
+    // Prefetch 1 each: while `plain` holds 1, the broker gives 2 to `resilient`
+    // (which subscribes on its first `next()`), so both have a live subscription.
+    let mut plain = queue.consume(1).await.unwrap();
+    let mut resilient = ResubscribingConsumer::new(queue.clone(), 1)
         .with_backoff(Duration::from_millis(20), Duration::from_millis(200));
     queue.publish(&[1, 2], &Headers::new()).await.unwrap();
     let first = plain.next().await.unwrap();

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use facewire_config::{DrainConfig, GrpcListen, HttpListen, QueueConfig, StorageConfig};
+use facewire_config::{
+    AuthConfig, DrainConfig, GrpcListen, HttpListen, QueueConfig, StorageConfig, TlsConfig,
+};
 
 /// Everything the receiver needs, from flags and `FACEWIRE_*` environment variables.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,6 +21,10 @@ pub struct ReceiverConfig {
     pub drain: DrainConfig,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub tls: TlsConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
     /// Directory that submitted paths are relative to and confined to.
     #[arg(long, env = "FACEWIRE_IMAGE_ROOT", default_value = ".")]
     pub image_root: PathBuf,

@@ -1,11 +1,16 @@
 //! The gRPC `ImageService`.
 
+use std::{collections::HashSet, pin::Pin};
+
 use facewire_proto::v1::{self as pb, image_service_server::ImageService};
+use futures::Stream;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tonic::{Request, Response, Status};
 
 use crate::{
     convert::{image_to_pb, item_to_pb, path_error_status, status_from_pb, store_status},
     ingest::{Ingest, ItemResult},
+    watch::ChangeFeed,
 };
 
 const DEFAULT_PAGE: i64 = 50;
@@ -16,18 +21,137 @@ const MAX_PAGE: i64 = 1000;
 pub struct ImageApi {
     ingest: Ingest,
     batch_api: bool,
+    feed: ChangeFeed,
+    max_watch: usize,
 }
 
 impl ImageApi {
     /// Serves `ingest`; with `batch_api` false it behaves as the tutorial's first
     /// release and answers `SubmitImages` with UNIMPLEMENTED.
-    pub fn new(ingest: Ingest, batch_api: bool) -> Self {
-        Self { ingest, batch_api }
+    pub fn new(ingest: Ingest, batch_api: bool, feed: ChangeFeed, max_watch: usize) -> Self {
+        Self {
+            ingest,
+            batch_api,
+            feed,
+            max_watch,
+        }
     }
 }
 
+/// The stream `WatchImages` answers with.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchImagesResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ImageService for ImageApi {
+    type WatchImagesStream = WatchStream;
+
+    async fn watch_images(
+        &self,
+        request: Request<pb::WatchImagesRequest>,
+    ) -> Result<Response<Self::WatchImagesStream>, Status> {
+        let ids = request.into_inner().ids;
+        if ids.len() > self.max_watch {
+            return Err(Status::invalid_argument(format!(
+                "watching {} ids; the limit is {} (FACEWIRE_MAX_BATCH)",
+                ids.len(),
+                self.max_watch
+            )));
+        }
+        // Subscribe before reading the current state, so no change falls in between.
+        let mut changes = self.feed.subscribe();
+        let store = self.ingest.store().clone();
+        let mut open: Option<HashSet<i64>> = None;
+        let mut initial = Vec::new();
+        if !ids.is_empty() {
+            let records = store
+                .get_many(ids.clone())
+                .await
+                .map_err(|e| store_status(&e))?;
+            let found: HashSet<i64> = records.iter().map(|r| r.id).collect();
+            let missing: Vec<String> = ids
+                .iter()
+                .filter(|id| !found.contains(id))
+                .map(|id| id.to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(Status::not_found(format!(
+                    "no image with id {}",
+                    missing.join(", ")
+                )));
+            }
+            open = Some(
+                records
+                    .iter()
+                    .filter(|r| !r.status.is_terminal())
+                    .map(|r| r.id)
+                    .collect(),
+            );
+            initial = records;
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let closed = self.feed.closed();
+        tokio::spawn(async move {
+            let send = |r: &facewire_storage::ImageRecord| {
+                let tx = tx.clone();
+                let msg = pb::WatchImagesResponse {
+                    image: Some(image_to_pb(r)),
+                };
+                async move { tx.send(Ok(msg)).await.is_ok() }
+            };
+            for r in &initial {
+                if !send(r).await {
+                    return;
+                }
+            }
+            loop {
+                if open.as_ref().is_some_and(|o| o.is_empty()) {
+                    return; // every watched image is terminal
+                }
+                let next = tokio::select! {
+                    _ = closed.cancelled() => return,
+                    r = changes.recv() => r,
+                };
+                let record = match next {
+                    Ok(r) => r,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "watcher lagged; re-reading its images");
+                        if let Some(o) = &open {
+                            let ids: Vec<i64> = o.iter().copied().collect();
+                            if let Ok(records) = store.get_many(ids).await {
+                                for r in records {
+                                    if r.status.is_terminal() {
+                                        if let Some(o) = open.as_mut() {
+                                            o.remove(&r.id);
+                                        }
+                                    }
+                                    if !send(&r).await {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if let Some(o) = open.as_mut() {
+                    if !o.contains(&record.id) {
+                        continue;
+                    }
+                    if record.status.is_terminal() {
+                        o.remove(&record.id);
+                    }
+                }
+                if !send(&record).await {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn submit_images(
         &self,
         request: Request<pb::SubmitImagesRequest>,

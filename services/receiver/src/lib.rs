@@ -10,15 +10,20 @@ use axum::{http::StatusCode, routing::get, Router};
 use facewire_config::ImageRoot;
 use facewire_proto::v1::image_service_server::ImageServiceServer;
 use facewire_queue::WorkQueue;
-use facewire_server::{CancellationToken, GrpcServer, Health, ServeError};
+use facewire_server::{
+    auth::AuthLayer, tls::TlsAcceptor, tls::TlsError, CancellationToken, GrpcServer, Health,
+    ServeError,
+};
 use facewire_storage::Store;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 
 pub mod config;
 pub mod convert;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod watch;
 
 pub use config::{Limits, ReceiverConfig};
 pub use grpc::ImageApi;
@@ -33,6 +38,9 @@ pub enum ReceiverError {
     /// A listener could not be bound.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// FACEWIRE_TLS_CERT / FACEWIRE_TLS_KEY are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A built receiver, bound to its ports and ready to run.
@@ -42,6 +50,8 @@ pub struct Receiver {
     http: Router,
     http_listener: TcpListener,
     store: Store,
+    tls: Option<TlsAcceptor>,
+    feed: watch::ChangeFeed,
 }
 
 impl Receiver {
@@ -55,12 +65,32 @@ impl Receiver {
             .map_err(ReceiverError::ImageRoot)?;
         let ingest = Ingest::new(root, store.clone(), queue, config.limits.max_batch);
         let batch_api = !config.legacy_api_only;
-        let api = ImageServiceServer::new(ImageApi::new(ingest.clone(), batch_api))
-            .max_decoding_message_size(config.limits.max_message_bytes);
-        let grpc = GrpcServer::new().add_service(api);
+        let feed = watch::ChangeFeed::new(store.clone(), Duration::from_millis(200));
+        let watch_feed = feed.clone();
+        let api = ImageServiceServer::new(ImageApi::new(
+            ingest.clone(),
+            batch_api,
+            feed,
+            config.limits.max_batch,
+        ))
+        .max_decoding_message_size(config.limits.max_message_bytes);
+        let tls = match config.tls.paths() {
+            Some((cert, key)) => Some(TlsAcceptor::from_pem_files(cert, key)?),
+            None => None,
+        };
+        // Writes need the token when one is configured; reads, health and reflection do not.
+        let name = ImageServiceServer::<ImageApi>::NAME;
+        let writes = [
+            format!("/{name}/SubmitImages"),
+            format!("/{name}/SubmitImage"),
+        ];
+        let api = tower::Layer::layer(&AuthLayer::grpc(config.auth.token(), &writes), api);
+        let grpc = GrpcServer::new().add_service(api).tls(tls.clone());
         let http = http::routes(ingest, batch_api, config.limits.max_message_bytes)
+            .route_layer(AuthLayer::http(config.auth.token()))
             .merge(facewire_telemetry::metrics_router())
             .merge(probe_routes(store.clone(), grpc.health()));
+        let http = facewire_server::close_connections_while_draining(http, grpc.health());
         let grpc_listener = facewire_server::bind(config.grpc.grpc_addr).await?;
         let http_listener = facewire_server::bind(config.http.http_addr).await?;
         Ok(Self {
@@ -69,6 +99,8 @@ impl Receiver {
             http,
             http_listener,
             store,
+            tls,
+            feed: watch_feed,
         })
     }
 
@@ -95,8 +127,16 @@ impl Receiver {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let health = self.grpc.health();
         tokio::spawn(watch_database(self.store.clone(), health, shutdown.clone()));
+        // Open WatchImages streams would hold graceful shutdown forever: end them.
+        let feed = self.feed.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            feed.close();
+        });
         let grpc = self.grpc.serve(self.grpc_listener, shutdown.clone());
-        let http = facewire_server::serve_http(self.http_listener, self.http, shutdown);
+        let http =
+            facewire_server::serve_http_tls(self.http_listener, self.http, shutdown, self.tls);
         tokio::try_join!(grpc, http)?;
         Ok(())
     }

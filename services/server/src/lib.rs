@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 pub use tokio_util::sync::CancellationToken;
 
+pub mod auth;
 mod message_limit;
+pub mod tls;
 use tonic::{
     server::NamedService,
     service::{Routes, RoutesBuilder},
@@ -91,6 +93,11 @@ impl Health {
         self.set(ServingStatus::NotServing).await;
     }
 
+    /// Whether the process is draining (SIGTERM received).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     /// Whether the last status reported was SERVING (for HTTP readiness probes).
     pub fn is_serving(&self) -> bool {
         self.serving.load(Ordering::Relaxed)
@@ -111,6 +118,7 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     health: Health,
     max_message_bytes: usize,
+    tls: Option<tls::TlsAcceptor>,
 }
 
 impl Default for GrpcServer {
@@ -151,7 +159,14 @@ impl GrpcServer {
                 draining: Arc::new(AtomicBool::new(false)),
             },
             max_message_bytes: 4 * 1024 * 1024,
+            tls: None,
         }
+    }
+
+    /// Serves TLS with `acceptor` instead of plaintext (`None`: plaintext).
+    pub fn tls(mut self, acceptor: Option<tls::TlsAcceptor>) -> Self {
+        self.tls = acceptor;
+        self
     }
 
     /// Adds a service; its health is reported under its full name.
@@ -194,18 +209,31 @@ impl GrpcServer {
     ) -> Result<(), ServeError> {
         let routes: Routes = self.routes.routes();
         self.health.serving().await;
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(facewire_telemetry::GrpcMetricsLayer)
             .layer(tower::util::MapResponseLayer::new(
                 message_limit::rewrite_response::<tonic::body::Body>,
             ))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                shutdown.cancelled_owned(),
-            )
-            .await?;
+            .add_routes(routes);
+        match self.tls {
+            Some(acceptor) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        tls::incoming(listener, acceptor),
+                        shutdown.cancelled_owned(),
+                    )
+                    .await?
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        shutdown.cancelled_owned(),
+                    )
+                    .await?
+            }
+        }
         Ok(())
     }
 }
@@ -217,6 +245,42 @@ pub async fn serve_http(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(ServeError::Http)
+}
+
+/// Answers every HTTP request with `Connection: close` once `health` is draining.
+///
+/// HTTP/1.1 clients keep idle connections in a pool; when a server closes an idle one at
+/// shutdown, a client that has just picked it for a request sees the connection reset
+/// (a POST is not retried). Telling clients during the drain delay to stop reusing
+/// their connections moves them to other replicas before the listener closes.
+pub fn close_connections_while_draining(router: axum::Router, health: Health) -> axum::Router {
+    router.layer(tower::util::MapResponseLayer::new(
+        move |mut response: axum::response::Response| {
+            if health.is_draining() {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        },
+    ))
+}
+
+/// [`serve_http`], over TLS when `tls` is given.
+pub async fn serve_http_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    tls: Option<tls::TlsAcceptor>,
+) -> Result<(), ServeError> {
+    let Some(acceptor) = tls else {
+        return serve_http(listener, router, shutdown).await;
+    };
+    axum::serve(tls::incoming(listener, acceptor), router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(ServeError::Http)

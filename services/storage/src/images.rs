@@ -281,6 +281,23 @@ impl Store {
         })
     }
 
+    /// Images updated at or after `since_millis`, oldest change first, at most `limit`.
+    pub async fn changed_since(
+        &self,
+        since_millis: i64,
+        limit: i64,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        with_conn!(self, |conn| {
+            let rows = images::table
+                .filter(images::updated_at.ge(since_millis))
+                .order((images::updated_at.asc(), images::id.asc()))
+                .limit(limit)
+                .select(ImageRow::as_select())
+                .load(conn)?;
+            records(rows)
+        })
+    }
+
     /// How many images are in each status.
     pub async fn count_by_status(&self) -> Result<Vec<(ImageStatus, i64)>, StoreError> {
         with_conn!(self, |conn| {

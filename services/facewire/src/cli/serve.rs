@@ -71,3 +71,40 @@ pub async fn reconciler(config: facewire_reconciler::ReconcilerConfig) -> anyhow
     http.await??;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `facewire processor`: the queue consumer, with gRPC health and HTTP `/metrics`.
+pub async fn processor(config: facewire_processor::ProcessorConfig) -> anyhow::Result<ExitCode> {
+    let (store, queue) = open_backends(&config.storage, &config.queue).await?;
+    let processor =
+        facewire_processor::Processor::new(store, queue, &config.image_root, config.work.clone())?;
+    let grpc = facewire_server::GrpcServer::new();
+    let health = grpc.health();
+    let grpc_listener = facewire_server::bind(config.grpc.grpc_addr).await?;
+    let http_listener = facewire_server::bind(config.http.http_addr).await?;
+    let signal = facewire_server::termination_signal();
+    println!(
+        "processor: gRPC on {} · HTTP on {}",
+        grpc_listener.local_addr()?,
+        http_listener.local_addr()?
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(facewire_server::drain_on(
+        signal,
+        vec![health],
+        config.drain.delay(),
+        shutdown.clone(),
+    ));
+    let router = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(facewire_telemetry::metrics_router());
+    let grpc_task = tokio::spawn(grpc.serve(grpc_listener, shutdown.clone()));
+    let http_task = tokio::spawn(facewire_server::serve_http(
+        http_listener,
+        router,
+        shutdown.clone(),
+    ));
+    processor.run(shutdown).await;
+    grpc_task.await??;
+    http_task.await??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -5,7 +5,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use facewire_config::{DrainConfig, GrpcListen, HttpListen, QueueConfig, StorageConfig};
+use facewire_frontend::{Frontend, FrontendConfig};
+use facewire_processor::{Processor, WorkConfig};
 use facewire_receiver::{Limits, Receiver, ReceiverConfig};
+use facewire_recognition::{Recognition, RecognitionConfig, RecognizerArgs};
 use facewire_reconciler::{Reconciler, SweepConfig};
 use facewire_server::CancellationToken;
 
@@ -31,6 +34,64 @@ pub struct UpArgs {
     /// Directory that submitted paths are relative to and confined to.
     #[arg(long, env = "FACEWIRE_IMAGE_ROOT", default_value = ".")]
     image_root: PathBuf,
+    /// Directory holding the YuNet and SFace ONNX models (scripts/setup installs them).
+    #[arg(long, env = "FACEWIRE_MODEL_DIR", default_value = "models")]
+    model_dir: PathBuf,
+    /// Cosine similarity at or above which a face is identified as an enrolled person.
+    #[arg(long, env = "FACEWIRE_MATCH_THRESHOLD", default_value_t = facewire_recognition::DEFAULT_MATCH_THRESHOLD)]
+    match_threshold: f32,
+    /// Known people to enroll at start (`<name>_<n>.jpg`, the tutorial's convention).
+    #[arg(long, env = "FACEWIRE_KNOWN_PEOPLE")]
+    known_people: Option<PathBuf>,
+    /// Address of the web page.
+    #[arg(long, env = "FACEWIRE_WEB_ADDR", default_value = "127.0.0.1:8081")]
+    web_addr: std::net::SocketAddr,
+    /// Address of the recognition gRPC server inside this process.
+    #[arg(
+        long,
+        env = "FACEWIRE_RECOGNITION_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
+    recognition_addr: std::net::SocketAddr,
+}
+
+impl UpArgs {
+    fn recognition(&self) -> RecognitionConfig {
+        RecognitionConfig {
+            storage: self.storage.clone(),
+            recognizer: RecognizerArgs {
+                model_dir: self.model_dir.clone(),
+                match_threshold: self.match_threshold,
+                detection_threshold: 0.6,
+                detection_max_side: 640,
+                workers: None,
+                max_image_bytes: self.limits.max_image_bytes as usize,
+                max_pixels: 40_000_000,
+                oversize: facewire_recognition::OversizePolicy::Refuse,
+            },
+            drain: self.drain.clone(),
+            grpc_addr: self.recognition_addr,
+            known_people: self.known_people.clone(),
+            gallery_poll_seconds: 2.0,
+            max_batch: 64,
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    fn work(&self, recognition_url: String) -> WorkConfig {
+        WorkConfig {
+            recognition_url,
+            prefetch: 32,
+            batch: 8,
+            batch_wait_ms: 20,
+            workers: 2,
+            max_attempts: 5,
+            recognition_timeout_seconds: 30.0,
+            breaker_failures: 5,
+            breaker_cooldown_seconds: 5.0,
+            max_image_bytes: self.limits.max_image_bytes,
+        }
+    }
 }
 
 /// Runs everything until SIGTERM / Ctrl-C.
@@ -45,14 +106,38 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         limits: args.limits.clone(),
         image_root: args.image_root.clone(),
         legacy_api_only: false,
+        // `up` is the laptop setup: plaintext, no token.
+        tls: Default::default(),
+        auth: Default::default(),
     };
+    let recognition = Recognition::build(&args.recognition(), store.clone()).await?;
+    let recognition_url = format!("http://{}", recognition.grpc_addr());
     let receiver = Receiver::build(&receiver_config, store.clone(), queue.clone()).await?;
+    let processor = Processor::new(
+        store.clone(),
+        queue.clone(),
+        &args.image_root,
+        args.work(recognition_url.clone()),
+    )?;
+    let frontend = Frontend::build(&FrontendConfig {
+        http_addr: args.web_addr,
+        receiver_url: format!("http://{}", receiver.grpc_addr()),
+        recognition_url: recognition_url.clone(),
+        image_root: args.image_root.clone(),
+        max_image_bytes: args.limits.max_image_bytes,
+        max_upload_bytes: 32 * 1024 * 1024,
+        drain: args.drain.clone(),
+    })
+    .await?;
     let signal = facewire_server::termination_signal();
     println!(
-        "facewire up: gRPC on {} · HTTP on {}",
+        "facewire up: gRPC on {} · HTTP on {} · recognition on {} · web on {}",
         receiver.grpc_addr(),
-        receiver.http_addr()
+        receiver.http_addr(),
+        recognition.grpc_addr(),
+        frontend.http_addr()
     );
+    println!("web page: http://{}/", frontend.http_addr());
     println!(
         "database {} · queue {}",
         facewire_storage::redact(&args.storage.database_url()),
@@ -65,13 +150,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     tokio::spawn(facewire_server::drain_on(
         signal,
-        vec![receiver.health()],
+        vec![receiver.health(), recognition.health()],
         args.drain.delay(),
         shutdown.clone(),
     ));
     let reconciler = Reconciler::new(store, queue, args.sweep.clone());
     let sweeps = tokio::spawn(reconciler.run(shutdown.clone()));
+    let recognizing = tokio::spawn(recognition.run_until_stopped(shutdown.clone()));
+    let processing = tokio::spawn(processor.run(shutdown.clone()));
+    let web = tokio::spawn(frontend.run_until_stopped(shutdown.clone()));
     receiver.run_until_stopped(shutdown).await?;
+    processing.await?;
     sweeps.await?;
+    recognizing.await??;
+    web.await??;
     Ok(ExitCode::SUCCESS)
 }

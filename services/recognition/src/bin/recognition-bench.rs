@@ -185,13 +185,18 @@ fn latency(
 ) -> anyhow::Result<()> {
     println!("\n## per image (640 × 480 JPEG, one face; decode + detect + embed + lookup, 10 people enrolled)");
     recognizer.set_gallery(synthetic_gallery(10));
+    let cpu_before = cpu_seconds();
     let times = time_recognize(recognizer, image, iterations)?;
+    let cpu = cpu_seconds() - cpu_before;
     let total: Duration = times.iter().sum();
     println!(
-        "sequential, 1 worker: p50 {:.1} ms, p99 {:.1} ms, {:.1} images/s",
+        "sequential, 1 worker: p50 {:.1} ms, p99 {:.1} ms, {:.1} images/s; CPU time {:.1} ms per image (all threads); load average {}",
         percentile(&times, 0.5),
         percentile(&times, 0.99),
-        iterations as f64 / total.as_secs_f64()
+        iterations as f64 / total.as_secs_f64(),
+        // includes the 10 warm-up runs
+        cpu * 1000.0 / (iterations + 10) as f64,
+        load_average()
     );
     // Throughput with one network instance and one caller per core, as the service runs.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -264,6 +269,28 @@ fn scaling(recognizer: &Recognizer, image: &[u8], iterations: usize) -> anyhow::
         );
     }
     Ok(())
+}
+
+/// User + system CPU seconds of this process so far (from /proc, in clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let utime: f64 = rest.get(11)?.parse().ok()?;
+            let stime: f64 = rest.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// The 1-minute load average, to read the timings against.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn rss_kib() -> Option<u64> {

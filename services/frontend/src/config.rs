@@ -1,0 +1,96 @@
+//! The frontend's configuration.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use facewire_config::DrainConfig;
+
+/// Everything the frontend needs, from flags and `FACEWIRE_*` environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FrontendConfig {
+    /// Address the web page listens on (port 0 picks a free port).
+    // Not `facewire_config::HttpListen`: the standalone frontend must not collide with
+    // the receiver's HTTP port (8080) on a laptop, so its default differs.
+    #[arg(long, env = "FACEWIRE_HTTP_ADDR", default_value = "127.0.0.1:8081")]
+    pub http_addr: SocketAddr,
+
+    /// gRPC URL of the receiver (ImageService).
+    #[arg(
+        long,
+        env = "FACEWIRE_RECEIVER_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub receiver_url: String,
+
+    /// gRPC URL of the recognition service (RecognitionService).
+    #[arg(
+        long,
+        env = "FACEWIRE_RECOGNITION_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub recognition_url: String,
+
+    /// Directory image paths are relative to; thumbnails are read from it (read-only,
+    /// confined to it exactly as the receiver confines submissions).
+    #[arg(long, env = "FACEWIRE_IMAGE_ROOT", default_value = ".")]
+    pub image_root: PathBuf,
+
+    /// Largest image file served as a thumbnail, in bytes.
+    #[arg(long, env = "FACEWIRE_MAX_IMAGE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_image_bytes: u64,
+
+    /// Largest enrolment upload (all photos of one form submission), in bytes.
+    #[arg(long, env = "FACEWIRE_MAX_UPLOAD_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+
+    #[command(flatten)]
+    pub drain: DrainConfig,
+}
+
+impl FrontendConfig {
+    /// A configuration with every default, for tests and `facewire up`.
+    pub fn local(receiver_url: &str, recognition_url: &str, image_root: PathBuf) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            receiver_url: receiver_url.to_string(),
+            recognition_url: recognition_url.to_string(),
+            image_root,
+            max_image_bytes: 32 * 1024 * 1024,
+            max_upload_bytes: 32 * 1024 * 1024,
+            drain: DrainConfig { drain_seconds: 1.0 },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        frontend: FrontendConfig,
+    }
+
+    #[test]
+    fn defaults_work_on_a_laptop() {
+        let cli = Cli::parse_from(["x"]);
+        assert_eq!(cli.frontend.http_addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(cli.frontend.receiver_url, "http://127.0.0.1:50051");
+        assert_eq!(cli.frontend.recognition_url, "http://127.0.0.1:50052");
+        assert_eq!(cli.frontend.image_root, PathBuf::from("."));
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let cli = Cli::parse_from([
+            "x",
+            "--receiver-url",
+            "http://10.0.0.1:1",
+            "--image-root",
+            "/srv/img",
+        ]);
+        assert_eq!(cli.frontend.receiver_url, "http://10.0.0.1:1");
+        assert_eq!(cli.frontend.image_root, PathBuf::from("/srv/img"));
+    }
+}

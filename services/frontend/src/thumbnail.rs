@@ -1,0 +1,124 @@
+//! Thumbnails: the content type of an image file by its extension, and a small
+//! downscaled copy for the table (JPEG and PNG; other formats are served as they are).
+
+use std::{io::Cursor, path::Path};
+
+use image::{codecs::jpeg::JpegEncoder, DynamicImage, ImageFormat, ImageReader, Limits};
+
+/// Longest side of a thumbnail, in pixels (the table shows them at half this, so they
+/// stay sharp on high-density screens).
+pub const THUMBNAIL_SIZE: u32 = 160;
+/// Decoding refuses images claiming more pixels than this per side, or needing more
+/// memory than `MAX_DECODE_BYTES`, so a tiny file cannot make the server allocate gigabytes.
+const MAX_SIDE: u32 = 16_384;
+const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The content type for a file, guessed from its extension (case-insensitive).
+/// Unknown types — including SVG, which could carry script — are served as opaque bytes.
+pub fn content_type_for(path: &str) -> &'static str {
+    let ext = Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" | "jpe" | "jfif" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "bmp" | "dib" => "image/bmp",
+        "tif" | "tiff" => "image/tiff",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A thumbnail of `bytes` with its content type, or `None` when the bytes are not a
+/// JPEG or PNG this can decode (the caller then serves the original). Images already
+/// small enough are returned as `None` too: the original is the best thumbnail.
+/// CPU-bound: call from a blocking thread.
+pub fn thumbnail(bytes: &[u8]) -> Option<(Vec<u8>, &'static str)> {
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
+    if !matches!(reader.format(), Some(ImageFormat::Jpeg | ImageFormat::Png)) {
+        return None;
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let decoded = reader.decode().ok()?;
+    if decoded.width() <= THUMBNAIL_SIZE && decoded.height() <= THUMBNAIL_SIZE {
+        return None;
+    }
+    let small = decoded.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE);
+    let mut out = Vec::new();
+    if small.color().has_alpha() {
+        // Keep transparency: PNG.
+        small
+            .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .ok()?;
+        Some((out, "image/png"))
+    } else {
+        let rgb = DynamicImage::ImageRgb8(small.to_rgb8());
+        JpegEncoder::new_with_quality(&mut out, 80)
+            .encode_image(&rgb)
+            .ok()?;
+        Some((out, "image/jpeg"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgb, RgbImage, Rgba, RgbaImage};
+
+    fn encode(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), format).unwrap();
+        out
+    }
+
+    #[test]
+    fn content_types_by_extension() {
+        assert_eq!(content_type_for("a/b/photo.JPG"), "image/jpeg");
+        assert_eq!(content_type_for("x.jpeg"), "image/jpeg");
+        assert_eq!(content_type_for("x.png"), "image/png");
+        assert_eq!(content_type_for("x.webp"), "image/webp");
+        assert_eq!(content_type_for("x.svg"), "application/octet-stream");
+        assert_eq!(content_type_for("noext"), "application/octet-stream");
+    }
+
+    #[test]
+    fn large_jpeg_is_downscaled_keeping_its_aspect() {
+        let big = RgbImage::from_pixel(640, 320, Rgb([200, 30, 30]));
+        let bytes = encode(DynamicImage::ImageRgb8(big), ImageFormat::Jpeg);
+        let (thumb, ct) = thumbnail(&bytes).expect("a thumbnail");
+        assert_eq!(ct, "image/jpeg");
+        assert!(thumb.len() < bytes.len());
+        let back = image::load_from_memory(&thumb).unwrap();
+        assert_eq!((back.width(), back.height()), (160, 80));
+    }
+
+    #[test]
+    fn transparent_png_stays_png() {
+        let big = RgbaImage::from_pixel(400, 400, Rgba([0, 0, 255, 128]));
+        let bytes = encode(DynamicImage::ImageRgba8(big), ImageFormat::Png);
+        let (thumb, ct) = thumbnail(&bytes).expect("a thumbnail");
+        assert_eq!(ct, "image/png");
+        let back = image::load_from_memory(&thumb).unwrap();
+        assert_eq!((back.width(), back.height()), (160, 160));
+    }
+
+    #[test]
+    fn small_garbage_and_other_formats_are_served_as_they_are() {
+        let small = RgbImage::from_pixel(32, 32, Rgb([1, 2, 3]));
+        assert!(thumbnail(&encode(DynamicImage::ImageRgb8(small), ImageFormat::Png)).is_none());
+        assert!(thumbnail(b"\xff\xd8\xff\xe0 not really a jpeg").is_none());
+        assert!(thumbnail(b"GIF89a....").is_none());
+        assert!(thumbnail(b"").is_none());
+    }
+}

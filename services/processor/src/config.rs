@@ -1,0 +1,88 @@
+//! The processor's configuration.
+
+use std::{path::PathBuf, time::Duration};
+
+use facewire_config::{DrainConfig, GrpcListen, HttpListen, QueueConfig, StorageConfig};
+
+/// Everything the processor needs, from flags and `FACEWIRE_*` environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessorConfig {
+    #[command(flatten)]
+    pub storage: StorageConfig,
+    #[command(flatten)]
+    pub queue: QueueConfig,
+    #[command(flatten)]
+    pub grpc: GrpcListen,
+    #[command(flatten)]
+    pub http: HttpListen,
+    #[command(flatten)]
+    pub drain: DrainConfig,
+    #[command(flatten)]
+    pub work: WorkConfig,
+    /// Directory image paths are relative to (the receiver's image root).
+    #[arg(long, env = "FACEWIRE_IMAGE_ROOT", default_value = ".")]
+    pub image_root: PathBuf,
+}
+
+/// How the processor works through the queue.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkConfig {
+    /// Recognition service URL(s), comma-separated; DNS names are resolved to every
+    /// address and calls balanced across them (use a headless Service on Kubernetes).
+    #[arg(
+        long,
+        env = "FACEWIRE_RECOGNITION_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub recognition_url: String,
+    /// Most unacknowledged messages held (back-pressure).
+    #[arg(long, env = "FACEWIRE_PREFETCH", default_value_t = 32)]
+    pub prefetch: u16,
+    /// Most images per recognition call and per database transaction.
+    #[arg(long, env = "FACEWIRE_BATCH", default_value_t = 8)]
+    pub batch: usize,
+    /// How long to wait for a batch to fill, in milliseconds.
+    #[arg(long, env = "FACEWIRE_BATCH_WAIT_MS", default_value_t = 20)]
+    pub batch_wait_ms: u64,
+    /// Batches in flight at once.
+    #[arg(long, env = "FACEWIRE_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+    /// Attempts before an image is failed and its message dead-lettered.
+    #[arg(long, env = "FACEWIRE_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: i32,
+    /// Timeout of one recognition call, in seconds.
+    #[arg(
+        long,
+        env = "FACEWIRE_RECOGNITION_TIMEOUT_SECONDS",
+        default_value_t = 30.0
+    )]
+    pub recognition_timeout_seconds: f64,
+    /// Consecutive failed calls that open the circuit breaker.
+    #[arg(long, env = "FACEWIRE_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+    /// Seconds the breaker stays open before a probe.
+    #[arg(long, env = "FACEWIRE_BREAKER_COOLDOWN_SECONDS", default_value_t = 5.0)]
+    pub breaker_cooldown_seconds: f64,
+    /// Largest image read from disk, in bytes.
+    #[arg(long, env = "FACEWIRE_MAX_IMAGE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_image_bytes: u64,
+}
+
+impl WorkConfig {
+    /// The resilience settings for calls to recognition.
+    pub fn resilience(&self) -> facewire_resilience::ResilienceConfig {
+        facewire_resilience::ResilienceConfig {
+            timeout: Duration::from_secs_f64(self.recognition_timeout_seconds.max(0.1)),
+            concurrency: self.workers.max(1) * 2,
+            breaker_failures: self.breaker_failures,
+            breaker_cooldown: Duration::from_secs_f64(self.breaker_cooldown_seconds.max(0.1)),
+            ..facewire_resilience::ResilienceConfig::default()
+        }
+    }
+
+    /// Pause before retrying an image on its `attempt`-th failure: 1 s, 2 s, 4 s, ... 30 s.
+    pub fn backoff(&self, attempt: i32) -> Duration {
+        let exp = attempt.clamp(1, 6) - 1;
+        Duration::from_secs((1u64 << exp).min(30))
+    }
+}

@@ -1,0 +1,2 @@
+-- WatchImages follows changes by time.
+CREATE INDEX images_updated ON images (updated_at);
