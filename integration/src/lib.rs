@@ -243,6 +243,11 @@ impl Service {
         Some(kb * 1024)
     }
 
+    /// Kills the process at once (SIGKILL): no drain, nothing settled.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         if let Some(pid) = self.child.id() {

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use facewire_integration::{workspace_root, Backends, Service};
-use facewire_proto::v1::{submit_result::Outcome, ImageStatus};
+use facewire_proto::v1::{submit_result::Outcome, Image, ImageStatus};
 use facewire_queue::rabbitmq::{RabbitOptions, RabbitQueue};
 use facewire_queue::{Headers, WorkQueue};
 
@@ -12,71 +12,49 @@ fn johns() -> PathBuf {
     workspace_root().join("testdata/dlib/johns")
 }
 
-struct Pipeline {
+/// A fresh database and queue, an image dir with `count` photos of one person
+/// (`good<i>.jpg`) and a truncated JPEG (`corrupt.jpg`), and the shared environment.
+struct Setup {
     backends: Backends,
-    receiver: Service,
-    _recognition: Service,
-    _processor: Service,
     images: tempfile::TempDir,
+    env: HashMap<String, String>,
 }
 
-/// Receiver, recognition and processor as separate processes on PostgreSQL + RabbitMQ.
-async fn pipeline() -> Pipeline {
+fn setup(count: usize) -> Setup {
     let backends = Backends::production();
     let images = tempfile::tempdir().unwrap();
-    let salley = johns().join("John_Salley");
-    let mut photos: Vec<_> = std::fs::read_dir(&salley)
+    let mut photos: Vec<_> = std::fs::read_dir(johns().join("John_Salley"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     photos.sort();
-    std::fs::copy(&photos[0], images.path().join("good1.jpg")).unwrap();
-    std::fs::copy(&photos[1], images.path().join("good2.jpg")).unwrap();
-    // A truncated JPEG: the header of a real photo and nothing after it.
-    let bytes = std::fs::read(&photos[2]).unwrap();
+    for i in 0..count {
+        std::fs::copy(
+            &photos[i % photos.len()],
+            images.path().join(format!("good{i}.jpg")),
+        )
+        .unwrap();
+    }
+    let bytes = std::fs::read(&photos[0]).unwrap();
     std::fs::write(images.path().join("corrupt.jpg"), &bytes[..200]).unwrap();
-
     let mut env: HashMap<String, String> = backends.env.clone();
     env.insert(
         "FACEWIRE_IMAGE_ROOT".into(),
         images.path().display().to_string(),
     );
-    env.insert(
-        "FACEWIRE_MODEL_DIR".into(),
-        workspace_root().join("models").display().to_string(),
-    );
-    let recognition = Service::spawn(&["recognition"], &env).await;
-    env.insert("FACEWIRE_RECOGNITION_URL".into(), recognition.grpc_url());
-    let processor = Service::spawn(&["processor"], &env).await;
-    let receiver = Service::spawn(&["receiver"], &env).await;
-    Pipeline {
+    env.insert("FACEWIRE_BREAKER_COOLDOWN_SECONDS".into(), "1".into());
+    Setup {
         backends,
-        receiver,
-        _recognition: recognition,
-        _processor: processor,
         images,
+        env,
     }
 }
 
-impl Pipeline {
-    async fn wait_terminal(&self, ids: &[i64]) -> Vec<facewire_proto::v1::Image> {
-        let mut client = self.receiver.client().await;
-        for _ in 0..300 {
-            let mut images = Vec::new();
-            for id in ids {
-                images.push(client.get_image(*id).await.unwrap());
-            }
-            let terminal = images.iter().all(|i| {
-                [ImageStatus::Done, ImageStatus::NoFace, ImageStatus::Failed]
-                    .iter()
-                    .any(|s| *s as i32 == i.status)
-            });
-            if terminal {
-                return images;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("images {ids:?} did not reach a terminal state");
+impl Setup {
+    fn with(&self, key: &str, value: String) -> HashMap<String, String> {
+        let mut env = self.env.clone();
+        env.insert(key.into(), value);
+        env
     }
 
     fn queue(&self) -> RabbitQueue {
@@ -85,11 +63,64 @@ impl Pipeline {
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn submit(receiver: &Service, paths: Vec<String>) -> Vec<i64> {
+    let mut client = receiver.client().await;
+    client
+        .submit_images(paths)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| match &r.outcome {
+            Some(Outcome::Image(i)) => i.id,
+            other => panic!("not accepted: {other:?}"),
+        })
+        .collect()
+}
+
+async fn wait_terminal(receiver: &Service, ids: &[i64], seconds: u64) -> Vec<Image> {
+    let mut client = receiver.client().await;
+    let mut images = Vec::new();
+    for _ in 0..seconds * 5 {
+        images.clear();
+        for id in ids {
+            images.push(client.get_image(*id).await.unwrap());
+        }
+        let terminal = images.iter().all(|i| {
+            [ImageStatus::Done, ImageStatus::NoFace, ImageStatus::Failed]
+                .iter()
+                .any(|s| *s as i32 == i.status)
+        });
+        if terminal {
+            return images;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("images did not reach a terminal state: {images:?}");
+}
+
+fn all_done_as_salley(images: &[Image]) {
+    for i in images {
+        assert_eq!(i.status, ImageStatus::Done as i32, "{i:?}");
+        assert_eq!(i.people.len(), 1, "one face, recorded once: {i:?}");
+    }
+}
+
 #[tokio::test]
 async fn corrupt_image_fails_alone_and_poison_messages_are_dead_lettered() {
-    let p = pipeline().await;
-    assert!(p.images.path().exists());
-    let queue = p.queue();
+    let s = setup(2);
+    let recognition = Service::spawn(&["recognition"], &s.env).await;
+    let env = s.with("FACEWIRE_RECOGNITION_URL", recognition.grpc_url());
+    let _processor = Service::spawn(&["processor"], &env).await;
+    let receiver = Service::spawn(&["receiver"], &env).await;
+    let queue = s.queue();
     // Poison: a garbage body and the id of a row that does not exist.
     queue
         .publish_raw(
@@ -99,19 +130,12 @@ async fn corrupt_image_fails_alone_and_poison_messages_are_dead_lettered() {
         .await
         .unwrap();
 
-    let mut client = p.receiver.client().await;
-    let results = client
-        .submit_images(["good1.jpg", "corrupt.jpg", "good2.jpg"])
-        .await
-        .unwrap();
-    let ids: Vec<i64> = results
-        .iter()
-        .map(|r| match &r.outcome {
-            Some(Outcome::Image(i)) => i.id,
-            other => panic!("not accepted: {other:?}"),
-        })
-        .collect();
-    let images = p.wait_terminal(&ids).await;
+    let ids = submit(
+        &receiver,
+        vec!["good0.jpg".into(), "corrupt.jpg".into(), "good1.jpg".into()],
+    )
+    .await;
+    let images = wait_terminal(&receiver, &ids, 60).await;
     assert_eq!(
         images[0].status,
         ImageStatus::Done as i32,
@@ -142,4 +166,80 @@ async fn corrupt_image_fails_alone_and_poison_messages_are_dead_lettered() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(dead, 2, "both poison messages dead-lettered");
+    assert!(s.images.path().exists());
+}
+
+#[tokio::test]
+async fn recognition_down_then_back_images_wait_then_finish() {
+    let s = setup(4);
+    let port = free_port();
+    let rec_env = s.with("FACEWIRE_GRPC_ADDR", format!("127.0.0.1:{port}"));
+    let mut recognition = Service::spawn(&["recognition"], &rec_env).await;
+    let env = s.with(
+        "FACEWIRE_RECOGNITION_URL",
+        format!("http://127.0.0.1:{port}"),
+    );
+    let _processor = Service::spawn(&["processor"], &env).await;
+    let receiver = Service::spawn(&["receiver"], &env).await;
+
+    recognition.terminate();
+    recognition
+        .wait(Duration::from_secs(20))
+        .await
+        .expect("recognition stops");
+    let ids = submit(&receiver, (0..4).map(|i| format!("good{i}.jpg")).collect()).await;
+    // While recognition is down nothing finishes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut client = receiver.client().await;
+    for id in &ids {
+        let image = client.get_image(*id).await.unwrap();
+        assert!(
+            image.status == ImageStatus::Pending as i32
+                || image.status == ImageStatus::Processing as i32,
+            "{image:?}"
+        );
+    }
+    let _back = Service::spawn(&["recognition"], &rec_env).await;
+    let images = wait_terminal(&receiver, &ids, 90).await;
+    all_done_as_salley(&images);
+}
+
+#[tokio::test]
+async fn a_processor_killed_mid_batch_loses_nothing() {
+    let s = setup(24);
+    let recognition = Service::spawn(&["recognition"], &s.env).await;
+    let env = s.with("FACEWIRE_RECOGNITION_URL", recognition.grpc_url());
+    let receiver = Service::spawn(&["receiver"], &env).await;
+    let mut first = Service::spawn(&["processor"], &env).await;
+    let ids = submit(&receiver, (0..24).map(|i| format!("good{i}.jpg")).collect()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.kill().await; // kill -9: unacked messages go back to the queue
+    let _second = Service::spawn(&["processor"], &env).await;
+    // Rows claimed by the dead processor are redelivered by RabbitMQ; the reconciler
+    // covers anything else.
+    let rec = s.with("FACEWIRE_RECONCILE_AFTER_SECONDS", "5".into());
+    let _reconciler = Service::spawn(&["reconciler"], &rec).await;
+    let images = wait_terminal(&receiver, &ids, 120).await;
+    all_done_as_salley(&images);
+}
+
+#[tokio::test]
+async fn two_processors_and_two_reconcilers_never_process_twice() {
+    let s = setup(20);
+    let recognition = Service::spawn(&["recognition"], &s.env).await;
+    let env = s.with("FACEWIRE_RECOGNITION_URL", recognition.grpc_url());
+    let receiver = Service::spawn(&["receiver"], &env).await;
+    let _p1 = Service::spawn(&["processor"], &env).await;
+    let _p2 = Service::spawn(&["processor"], &env).await;
+    let mut rec = env.clone();
+    rec.insert("FACEWIRE_RECONCILE_AFTER_SECONDS".into(), "30".into());
+    rec.insert("FACEWIRE_RECONCILE_INTERVAL_SECONDS".into(), "0.2".into());
+    let _r1 = Service::spawn(&["reconciler"], &rec).await;
+    let _r2 = Service::spawn(&["reconciler"], &rec).await;
+    let ids = submit(&receiver, (0..20).map(|i| format!("good{i}.jpg")).collect()).await;
+    let images = wait_terminal(&receiver, &ids, 120).await;
+    all_done_as_salley(&images);
+    for i in &images {
+        assert_eq!(i.attempts, 1, "processed once: {i:?}");
+    }
 }
