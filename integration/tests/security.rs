@@ -93,6 +93,9 @@ impl SecureApp {
         }
         cmd.arg(format!("{scheme}://localhost:{port}{path}"));
         let out = cmd.output().expect("run curl");
+        if !out.status.success() {
+            eprintln!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
         (code.trim().parse().unwrap_or(0), body.to_string())

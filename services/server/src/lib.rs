@@ -280,7 +280,7 @@ pub async fn serve_http_tls(
     let Some(acceptor) = tls else {
         return serve_http(listener, router, shutdown).await;
     };
-    axum::serve(tls::incoming(listener, acceptor), router)
+    axum::serve(tls::incoming(listener, acceptor.http1_only()), router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(ServeError::Http)
