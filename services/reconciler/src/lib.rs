@@ -85,8 +85,10 @@ impl Reconciler {
     pub async fn sweep(&self) -> Result<usize, ReconcileError> {
         let deadline = Duration::from_secs_f64(self.config.reconcile_after_seconds.max(0.0));
         let mut total = 0;
+        // One cutoff for the whole sweep: rows this sweep stamps are newer than it, so a
+        // short deadline cannot make the sweep take its own rows again.
+        let cutoff = now_millis() - deadline.as_millis() as i64;
         loop {
-            let cutoff = now_millis() - deadline.as_millis() as i64;
             let ids = self
                 .store
                 .claim_stale(cutoff, self.config.reconcile_batch.max(1))
