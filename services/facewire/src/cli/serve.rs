@@ -24,6 +24,13 @@ pub async fn open_backends(
     Ok((store, queue))
 }
 
+/// `/healthz` and `/metrics`: the HTTP side of services that serve no HTTP API.
+fn ops_routes() -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(facewire_telemetry::metrics_router())
+}
+
 /// `facewire receiver`.
 pub async fn receiver(config: facewire_receiver::ReceiverConfig) -> anyhow::Result<ExitCode> {
     let (store, queue) = open_backends(&config.storage, &config.queue).await?;
@@ -53,9 +60,7 @@ pub async fn reconciler(config: facewire_reconciler::ReconcilerConfig) -> anyhow
     let signal = facewire_server::termination_signal();
     println!("reconciler: HTTP on {}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
-    let router = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .merge(facewire_telemetry::metrics_router());
+    let router = ops_routes();
     let http = tokio::spawn(facewire_server::serve_http(
         listener,
         router,
@@ -94,9 +99,7 @@ pub async fn processor(config: facewire_processor::ProcessorConfig) -> anyhow::R
         config.drain.delay(),
         shutdown.clone(),
     ));
-    let router = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .merge(facewire_telemetry::metrics_router());
+    let router = ops_routes();
     let grpc_task = tokio::spawn(grpc.serve(grpc_listener, shutdown.clone()));
     let http_task = tokio::spawn(facewire_server::serve_http(
         http_listener,
