@@ -345,7 +345,7 @@ async fn known_people_directory_is_enrolled_once_on_sqlite() {
 
     // A restart enrols nothing new.
     let store = Store::open(&url, StoreOptions::default()).await.unwrap();
-    let roster = Roster::open(recognizer(), store).await.unwrap();
+    let roster = Roster::open(own_recognizer(), store).await.unwrap();
     let report = roster.enroll_directory(&known).await.unwrap();
     assert_eq!((report.enrolled, report.unchanged), (0, 4));
     let rejected: Vec<String> = report
@@ -366,7 +366,7 @@ async fn embedded_roster_works_without_a_server() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/g.db", dir.path().display());
     let store = Store::open(&url, StoreOptions::default()).await.unwrap();
-    let roster = Arc::new(Roster::open(recognizer(), store).await.unwrap());
+    let roster = Arc::new(Roster::open(own_recognizer(), store).await.unwrap());
     let results = roster
         .enroll("John Schneider", vec![read(&johns("John_Schneider")[0])])
         .await

@@ -62,7 +62,17 @@ pub fn options() -> RecognizerOptions {
     o
 }
 
+/// A recognizer of its own, for a test that installs a gallery: the gallery lives in the
+/// recognizer, so two tests sharing one would overwrite each other's enrolments.
+pub fn own_recognizer() -> Arc<Recognizer> {
+    Arc::new(
+        Recognizer::load(&options())
+            .unwrap_or_else(|e| panic!("{e} (run scripts/setup to install the models)")),
+    )
+}
+
 /// One recognizer shared by the tests of a binary (the models take a while to load).
+/// Only for tests that never change its gallery.
 pub fn recognizer() -> Arc<Recognizer> {
     static R: OnceLock<Arc<Recognizer>> = OnceLock::new();
     R.get_or_init(|| {
