@@ -196,19 +196,42 @@ def test_an_explicit_grace_period_too_short_to_drain_is_refused() -> None:
     assert pod["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
 
 
-def test_grpc_services_get_native_grpc_probes_and_frontend_http() -> None:
+def test_grpc_services_get_native_grpc_readiness_and_frontend_http() -> None:
     objects = render()
     for svc in GRPC_SERVICES:
         ctr = container(deployment(objects, svc))
         assert ctr["readinessProbe"]["grpc"]["port"] == 50051, svc
-        assert ctr["livenessProbe"]["grpc"]["port"] == 50051, svc
         assert {p["name"]: p["containerPort"] for p in ctr["ports"]} == {"grpc": 50051, "http": 8080}
     assert container(deployment(objects, "receiver"))["readinessProbe"]["grpc"]["service"] == "facewire.v1.ImageService"
     assert container(deployment(objects, "recognition"))["readinessProbe"]["grpc"]["service"] == "facewire.v1.RecognitionService"
     front = container(deployment(objects, "frontend"))
     assert front["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTP"}
-    assert front["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTP"}
     assert [p["name"] for p in front["ports"]] == ["http"]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_liveness_is_the_http_healthz_which_a_drain_does_not_fail(tls: bool) -> None:
+    """On SIGTERM every gRPC health status, the overall "" included, turns NOT_SERVING for the
+    drain; a liveness probe on gRPC health would have the kubelet kill the pod mid-drain. Every
+    service serves /healthz on its HTTP port (8080, FACEWIRE_HTTP_ADDR), alive until it exits."""
+    values = {"tls": {"enabled": True, "secretName": "fw-tls"}} if tls else {}
+    objects = render(values)
+    for svc in SERVICES:
+        ctr = container(deployment(objects, svc))
+        probe = ctr["livenessProbe"]
+        assert "grpc" not in probe, svc
+        assert probe["httpGet"] == {"path": "/healthz", "port": "http",
+                                    "scheme": "HTTPS" if tls else "HTTP"}, svc
+        assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in ctr["ports"], svc
+        assert env_of(objects, svc)["FACEWIRE_HTTP_ADDR"] == "0.0.0.0:8080", svc
+
+
+def test_values_of_older_releases_still_validate() -> None:
+    """`helm upgrade --reuse-values` carries the old `health.livenessService` keys along."""
+    old = {svc: {"health": {"readinessService": "", "livenessService": ""}} for svc in SERVICES}
+    validate_schema(old)
+    for svc in SERVICES:
+        assert "grpc" not in container(deployment(render(old), svc))["livenessProbe"]
 
 
 def test_every_service_runs_its_own_subcommand() -> None:
@@ -246,6 +269,7 @@ def test_environment_contract() -> None:
         assert env["FACEWIRE_IMAGE_ROOT"] == "/var/lib/facewire/images"
         assert env["FACEWIRE_MATCH_THRESHOLD"] == "0.363"
         assert "FACEWIRE_TLS_CERT" not in env and "FACEWIRE_AUTH_TOKEN" not in env
+        assert "FACEWIRE_TLS_CA" not in env
     # Credentials live in the Secret, never in the ConfigMap.
     cm = find(objects, "ConfigMap", "demo-facewire")["data"]
     assert not any("URL" in k and ("postgres" in v or "amqp" in v) for k, v in cm.items())
@@ -359,10 +383,17 @@ def test_tls_mounts_the_secret_and_switches_probes_and_urls() -> None:
         env = env_of(objects, svc)
         assert env["FACEWIRE_TLS_CERT"] == "/etc/facewire/tls/tls.crt"
         assert env["FACEWIRE_TLS_KEY"] == "/etc/facewire/tls/tls.key"
+        # Every service is also a client of another (or may be): it trusts the CA.
+        assert env["FACEWIRE_TLS_CA"] == "/etc/facewire/tls/ca.crt"
         # kubelet gRPC probes are plaintext only.
         assert "grpc" not in ctr["readinessProbe"]
-        assert ctr["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        assert ctr["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTPS"}
     assert env_of(objects, "processor")["FACEWIRE_RECOGNITION_URL"].startswith("https://")
+    assert env_of(objects, "frontend")["FACEWIRE_RECEIVER_URL"].startswith("https://")
+    assert env_of(objects, "frontend")["FACEWIRE_RECOGNITION_URL"].startswith("https://")
+    # A self-signed certificate is its own CA.
+    self_signed = render({"tls": {"enabled": True, "secretName": "fw-tls", "caKey": "tls.crt"}})
+    assert env_of(self_signed, "processor")["FACEWIRE_TLS_CA"] == "/etc/facewire/tls/tls.crt"
     test_pod = kinds(objects, "Pod")[0]
     assert "-insecure" in test_pod["spec"]["containers"][0]["args"][0]
     assert "-plaintext" not in test_pod["spec"]["containers"][0]["args"][0]

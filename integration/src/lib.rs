@@ -2,14 +2,16 @@
 //! fresh SQLite file, a fresh PostgreSQL database, a fresh RabbitMQ queue; talk to it
 //! with the client library, HTTP and grpcurl; stop it with real signals.
 //!
-//! Tracing output of spawned services is discarded unless `FACEWIRE_TEST_LOG` is set.
+//! Tracing output of spawned services is kept for [`Service::logs`], and also shown when
+//! `FACEWIRE_TEST_LOG` is set (it is then the services' log filter).
 
 use std::{
     collections::HashMap,
+    io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::OnceLock,
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -34,32 +36,48 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `facewire` binary, built once per test process (`cargo build -p facewire`).
+/// The `facewire` binary, built once per test process (`cargo build -p facewire`), or
+/// the one `FACEWIRE_BIN` names.
 pub fn facewire_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| built_binary("FACEWIRE_BIN", "facewire", "facewire"))
+}
+
+/// The lean `facewire-receiver` binary (the receiver without OpenCV), built once per
+/// test process, or the one `FACEWIRE_RECEIVER_BIN` names.
+pub fn receiver_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Ok(path) = std::env::var("FACEWIRE_BIN") {
-            return PathBuf::from(path);
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // Same profile as the caller: benchmarks built with --release measure a release binary.
-        let (profile_args, profile_dir): (&[&str], &str) = if cfg!(debug_assertions) {
-            (&[], "debug")
-        } else {
-            (&["--release"], "release")
-        };
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "facewire", "--bin", "facewire"])
-            .args(profile_args)
-            .current_dir(workspace_root())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p facewire failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| workspace_root().join("target"));
-        target.join(profile_dir).join("facewire")
+        built_binary(
+            "FACEWIRE_RECEIVER_BIN",
+            "facewire-receiver",
+            "facewire-receiver",
+        )
     })
+}
+
+fn built_binary(env: &str, package: &str, bin: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Same profile as the caller: benchmarks built with --release measure a release binary.
+    let (profile_args, profile_dir): (&[&str], &str) = if cfg!(debug_assertions) {
+        (&[], "debug")
+    } else {
+        (&["--release"], "release")
+    };
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .args(profile_args)
+        .current_dir(workspace_root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    target.join(profile_dir).join(bin)
 }
 
 /// Which database and queue a spawned service uses.
@@ -148,13 +166,24 @@ pub struct Service {
     pub addrs: HashMap<String, SocketAddr>,
     /// Lines the service printed on stdout.
     pub stdout: Vec<String>,
+    /// Lines the service logged on stderr so far.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Service {
     /// Spawns `facewire <args>` with `env`, on free ports, and waits until it prints
     /// its addresses (a line `<name>: gRPC on A · HTTP on B`).
     pub async fn spawn(args: &[&str], env: &HashMap<String, String>) -> Self {
-        let mut cmd = Command::new(facewire_bin());
+        Self::spawn_program(facewire_bin(), args, env).await
+    }
+
+    /// Like [`Service::spawn`], for another of the workspace's binaries.
+    pub async fn spawn_program(
+        program: &Path,
+        args: &[&str],
+        env: &HashMap<String, String>,
+    ) -> Self {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .env("FACEWIRE_GRPC_ADDR", "127.0.0.1:0")
             .env("FACEWIRE_HTTP_ADDR", "127.0.0.1:0")
@@ -168,13 +197,23 @@ impl Service {
             )
             .envs(env)
             .stdout(Stdio::piped())
-            .stderr(if std::env::var("FACEWIRE_TEST_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn facewire");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let kept = logs.clone();
+        let show = std::env::var("FACEWIRE_TEST_LOG").is_ok();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if show {
+                    // Straight to the terminal, past the test harness's output capture.
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
+                kept.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut printed = Vec::new();
@@ -205,7 +244,13 @@ impl Service {
             child,
             addrs,
             stdout: printed,
+            logs,
         }
+    }
+
+    /// The lines the service has logged (stderr) so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The gRPC address.
@@ -282,6 +327,19 @@ pub async fn grpcurl(args: &[&str]) -> std::process::Output {
         .output()
         .await
         .unwrap_or_else(|e| panic!("run {bin} (install it with scripts/setup): {e}"))
+}
+
+/// The photos of `person` in the test data (`testdata/dlib/johns/<person>`, one face
+/// each), sorted by name.
+pub fn photos(person: &str) -> Vec<PathBuf> {
+    let dir = workspace_root().join("testdata/dlib/johns").join(person);
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-testdata)", dir.display()))
+        .map(|e| e.expect("read the test data").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    photos.sort();
+    photos
 }
 
 /// A directory of test images (not real photos: the receiver only checks files).

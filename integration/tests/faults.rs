@@ -8,6 +8,11 @@ use facewire_proto::v1::{submit_result::Outcome, Image, ImageStatus};
 use facewire_queue::rabbitmq::{RabbitOptions, RabbitQueue};
 use facewire_queue::{Headers, WorkQueue};
 
+/// Restarting RabbitMQ disturbs every test using it: the restart test holds this for
+/// writing, the others for reading, so it runs alone within this binary (cargo runs test
+/// binaries one after another).
+static BROKER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn johns() -> PathBuf {
     workspace_root().join("testdata/dlib/johns")
 }
@@ -115,6 +120,7 @@ fn all_done_as_salley(images: &[Image]) {
 
 #[tokio::test]
 async fn corrupt_image_fails_alone_and_poison_messages_are_dead_lettered() {
+    let _broker = BROKER.read().await;
     let s = setup(2);
     let recognition = Service::spawn(&["recognition"], &s.env).await;
     let env = s.with("FACEWIRE_RECOGNITION_URL", recognition.grpc_url());
@@ -171,6 +177,7 @@ async fn corrupt_image_fails_alone_and_poison_messages_are_dead_lettered() {
 
 #[tokio::test]
 async fn recognition_down_then_back_images_wait_then_finish() {
+    let _broker = BROKER.read().await;
     let s = setup(4);
     let port = free_port();
     let rec_env = s.with("FACEWIRE_GRPC_ADDR", format!("127.0.0.1:{port}"));
@@ -206,6 +213,7 @@ async fn recognition_down_then_back_images_wait_then_finish() {
 
 #[tokio::test]
 async fn a_processor_killed_mid_batch_loses_nothing() {
+    let _broker = BROKER.read().await;
     let s = setup(24);
     let recognition = Service::spawn(&["recognition"], &s.env).await;
     let env = s.with("FACEWIRE_RECOGNITION_URL", recognition.grpc_url());
@@ -225,6 +233,7 @@ async fn a_processor_killed_mid_batch_loses_nothing() {
 
 #[tokio::test]
 async fn two_processors_and_two_reconcilers_never_process_twice() {
+    let _broker = BROKER.read().await;
     let s = setup(20);
     let recognition = Service::spawn(&["recognition"], &s.env).await;
     let env = s.with("FACEWIRE_RECOGNITION_URL", recognition.grpc_url());
@@ -242,4 +251,61 @@ async fn two_processors_and_two_reconcilers_never_process_twice() {
     for i in &images {
         assert_eq!(i.attempts, 1, "processed once: {i:?}");
     }
+}
+
+/// `rabbitmqctl stop_app`; `start_app` again when dropped, even if the test fails.
+struct BrokerStopped;
+
+fn rabbitmqctl(verb: &str) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .arg(verb)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl {verb}: {out:?}");
+}
+
+impl BrokerStopped {
+    fn stop() -> Self {
+        rabbitmqctl("stop_app");
+        Self
+    }
+}
+
+impl Drop for BrokerStopped {
+    fn drop(&mut self) {
+        rabbitmqctl("start_app");
+    }
+}
+
+#[tokio::test]
+async fn rabbitmq_restarted_during_a_run_loses_nothing() {
+    let _broker = BROKER.write().await;
+    let s = setup(30);
+    let recognition = Service::spawn(&["recognition"], &s.env).await;
+    let env = s.with("FACEWIRE_RECOGNITION_URL", recognition.grpc_url());
+    let receiver = Service::spawn(&["receiver"], &env).await;
+    let _processor = Service::spawn(&["processor"], &env).await;
+    let mut rec = env.clone();
+    rec.insert("FACEWIRE_RECONCILE_AFTER_SECONDS".into(), "5".into());
+    rec.insert("FACEWIRE_RECONCILE_INTERVAL_SECONDS".into(), "1".into());
+    let _reconciler = Service::spawn(&["reconciler"], &rec).await;
+
+    let mut ids = submit(&receiver, (0..15).map(|i| format!("good{i}.jpg")).collect()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = BrokerStopped::stop();
+    // Submitted while the broker is down: recorded, not published; the reconciler
+    // re-queues them once it is back.
+    ids.extend(
+        submit(
+            &receiver,
+            (15..30).map(|i| format!("good{i}.jpg")).collect(),
+        )
+        .await,
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(stopped);
+
+    let images = wait_terminal(&receiver, &ids, 150).await;
+    all_done_as_salley(&images);
+    assert_eq!(images.len(), 30);
 }

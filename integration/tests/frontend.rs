@@ -394,3 +394,99 @@ async fn the_page_says_when_the_receiver_is_down_and_recovers() {
         .await;
     browser.close().await;
 }
+
+/// The photos of one person in dlib's johns set, relative to the johns directory.
+fn johns_photos(person: &str) -> Vec<String> {
+    let dir = workspace_root().join("testdata/dlib/johns").join(person);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-testdata)", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jpg"))
+        .collect();
+    names.sort();
+    names.into_iter().map(|n| format!("{person}/{n}")).collect()
+}
+
+/// No shortcuts: `facewire up` (receiver, queue, processor, recognition, frontend) with
+/// two people enrolled through the CLI; photos the gallery has never seen are submitted
+/// through the tutorial's JSON endpoint, and the open page shows them turn `done` with
+/// the right names, live. The people page lists whom it knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_pipeline_shows_the_right_names_live() {
+    let backends = Backends::embedded();
+    let johns = workspace_root().join("testdata/dlib/johns");
+    let mut env: HashMap<String, String> = backends.env.clone();
+    env.insert("FACEWIRE_IMAGE_ROOT".into(), johns.display().to_string());
+    for person in ["John_Salley", "John_Simm"] {
+        let first = johns.join(&johns_photos(person)[0]);
+        let out = tokio::process::Command::new(facewire_integration::facewire_bin())
+            .args(["enroll", person])
+            .arg(&first)
+            .envs(&env)
+            .env("FACEWIRE_MODEL_DIR", workspace_root().join("models"))
+            .output()
+            .await
+            .expect("run facewire enroll");
+        assert!(out.status.success(), "enroll {person}: {out:?}");
+    }
+    let up = Service::spawn(&["up"], &env).await;
+    let web = format!("http://{}", up.addrs["web"]);
+
+    let browser = Browser::launch().await;
+    browser.goto(&format!("{web}/")).await;
+    browser
+        .wait_for(
+            "the page to go live",
+            "return document.body.dataset.live === 'on';",
+            json!([]),
+            SHOW,
+        )
+        .await;
+    browser
+        .execute("window.__noReload = true; return true;", json!([]))
+        .await;
+
+    let (salley, simm) = (
+        johns_photos("John_Salley")[1].clone(),
+        johns_photos("John_Simm")[1].clone(),
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/images/post", up.http_url()))
+        .json(&json!({"paths": [{"path": salley}, {"path": simm}]}))
+        .send()
+        .await
+        .expect("POST /images/post");
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    let ids: Vec<i64> = (0..2)
+        .map(|i| {
+            body["results"][i]["id"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no id in {body}"))
+        })
+        .collect();
+
+    for (id, name) in ids.iter().zip(["John_Salley", "John_Simm"]) {
+        let row = wait_row(&browser, *id, "done", name).await;
+        assert_eq!(row["noReload"], Value::Bool(true), "the page reloaded");
+    }
+    browser
+        .screenshot(Path::new("/tmp/frontend-pipeline.png"))
+        .await;
+
+    browser.goto(&format!("{web}/people")).await;
+    let text = browser
+        .wait_for(
+            "the people page to list both people",
+            "const t = document.querySelector('main').textContent; \
+             return t.includes('John_Salley') && t.includes('John_Simm') ? t : null;",
+            json!([]),
+            SHOW,
+        )
+        .await;
+    assert!(
+        !text.as_str().unwrap_or_default().contains("unreachable"),
+        "{text}"
+    );
+    browser.close().await;
+}

@@ -3,7 +3,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use facewire_integration::{grpcurl, image_dir, proxy::TcpProxy, url_addr, via, Backends, Service};
+use facewire_integration::{
+    facewire_bin, grpcurl, image_dir, proxy::TcpProxy, receiver_bin, url_addr, via, Backends,
+    Service,
+};
 use facewire_proto::v1::{submit_result::Outcome, ImageStatus, SubmitErrorCode};
 use serde_json::{json, Value};
 
@@ -14,6 +17,15 @@ struct App {
 }
 
 async fn spawn_receiver(backends: Backends, extra: &[(&str, &str)]) -> App {
+    spawn_receiver_program(facewire_bin(), &["receiver"], backends, extra).await
+}
+
+async fn spawn_receiver_program(
+    program: &std::path::Path,
+    args: &[&str],
+    backends: Backends,
+    extra: &[(&str, &str)],
+) -> App {
     let images = image_dir();
     let mut env: HashMap<String, String> = backends.env.clone();
     env.insert(
@@ -25,7 +37,7 @@ async fn spawn_receiver(backends: Backends, extra: &[(&str, &str)]) -> App {
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
     }
-    let service = Service::spawn(&["receiver"], &env).await;
+    let service = Service::spawn_program(program, args, &env).await;
     App {
         service,
         backends,
@@ -60,7 +72,10 @@ impl App {
 }
 
 async fn grpcurl_tutorial_body(backends: Backends) -> App {
-    let app = spawn_receiver(backends, &[]).await;
+    grpcurl_tutorial_body_on(spawn_receiver(backends, &[]).await).await
+}
+
+async fn grpcurl_tutorial_body_on(app: App) -> App {
     let addr = app.service.grpc_addr().to_string();
     let out = grpcurl(&["-plaintext", &addr, "list"]).await;
     let listed = String::from_utf8_lossy(&out.stdout);
@@ -131,6 +146,27 @@ async fn grpcurl_with_the_tutorial_body_on_postgres_and_rabbitmq() {
         .await
         .unwrap();
     assert_eq!(queue.depth().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn lean_receiver_binary_serves_the_same_api_without_opencv() {
+    let app = spawn_receiver_program(receiver_bin(), &[], Backends::production(), &[]).await;
+    let app = grpcurl_tutorial_body_on(app).await;
+    // The point of the lean binary: none of OpenCV's libraries is mapped.
+    let pid = app.service.pid().expect("running");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(
+        !maps.contains("libopencv"),
+        "OpenCV mapped into the lean receiver"
+    );
+    let (status, _) = app
+        .post(
+            "/images/post",
+            r#"{"paths":[{"path":"unknown4456.jpg"}]}"#,
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

@@ -1,13 +1,16 @@
 //! The typed client library.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use tonic::{
     metadata::{Ascii, MetadataValue},
-    transport::{Certificate, Channel, ClientTlsConfig},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
     Code, IntoRequest,
 };
 
@@ -76,6 +79,23 @@ pub enum ClientError {
     /// The bearer token cannot be sent as a header (it has non-visible-ASCII bytes).
     #[error("the bearer token must be visible ASCII")]
     InvalidToken,
+    /// The CA certificate bundle could not be read.
+    #[error("cannot read the CA certificate bundle {path}: {source}")]
+    ReadCa {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An `https://` endpoint, but no CA to verify its certificate with.
+    #[error(
+        "{endpoint} is https:// but no CA certificate is configured to verify it \
+         (FACEWIRE_TLS_CA / --tls-ca for the facewire commands)"
+    )]
+    NoCa {
+        /// The endpoint as given.
+        endpoint: String,
+    },
 }
 
 /// How to reach a server that serves TLS or wants a bearer token.
@@ -101,6 +121,124 @@ impl std::fmt::Debug for ClientOptions {
     }
 }
 
+impl ClientOptions {
+    /// Options from settings as the facewire commands take them: the path of a PEM CA
+    /// bundle (read now), a name to verify server certificates against, a bearer token
+    /// (empty means none).
+    pub fn load(
+        ca_file: Option<&Path>,
+        domain: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let ca_pem = match ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| ClientError::ReadCa {
+                path: path.to_path_buf(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            ca_pem,
+            domain: domain.filter(|d| !d.is_empty()).map(str::to_string),
+            token: token.filter(|t| !t.is_empty()).map(str::to_string),
+        })
+    }
+
+    /// An endpoint for `url`: TLS when its scheme is `https://` (trusting only `ca_pem`,
+    /// verifying the certificate against `domain`, else the URL's host), plaintext
+    /// otherwise. Nothing is contacted yet.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, ClientError> {
+        self.endpoint_inner(url, None)
+    }
+
+    /// Like [`ClientOptions::endpoint`], for a URL holding an address that was resolved
+    /// from `host` (client-side balancing dials each address): the certificate is
+    /// verified against `host` (or `domain`), the name the server is known by.
+    pub fn endpoint_resolved_from(&self, url: &str, host: &str) -> Result<Endpoint, ClientError> {
+        self.endpoint_inner(url, Some(host))
+    }
+
+    fn endpoint_inner(&self, url: &str, host: Option<&str>) -> Result<Endpoint, ClientError> {
+        let endpoint = Channel::from_shared(url.to_string()).map_err(|source| {
+            ClientError::InvalidEndpoint {
+                endpoint: url.to_string(),
+                source,
+            }
+        })?;
+        if endpoint.uri().scheme_str() != Some("https") {
+            return Ok(endpoint);
+        }
+        let Some(ca) = &self.ca_pem else {
+            return Err(ClientError::NoCa {
+                endpoint: url.to_string(),
+            });
+        };
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some(name) = self.domain.as_deref().or(host) {
+            tls = tls.domain_name(name);
+        }
+        endpoint.tls_config(tls).map_err(|source| ClientError::Tls {
+            endpoint: url.to_string(),
+            source,
+        })
+    }
+
+    /// The interceptor that sends this token, for generated clients
+    /// (`RecognitionServiceClient::with_interceptor(channel, options.bearer()?)`).
+    pub fn bearer(&self) -> Result<BearerAuth, ClientError> {
+        BearerAuth::new(self.token.as_deref())
+    }
+}
+
+/// Sends `authorization: Bearer <token>` with every request when a token is set, and
+/// nothing otherwise. An interceptor for the generated clients.
+#[derive(Clone, Default)]
+pub struct BearerAuth {
+    value: Option<MetadataValue<Ascii>>,
+}
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("token", &self.value.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl BearerAuth {
+    /// Sends `token` (an empty token, or none, sends nothing).
+    pub fn new(token: Option<&str>) -> Result<Self, ClientError> {
+        let value = match token.filter(|t| !t.is_empty()) {
+            Some(token) => Some(
+                format!("Bearer {token}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| ClientError::InvalidToken)?,
+            ),
+            None => None,
+        };
+        Ok(Self { value })
+    }
+
+    /// Adds the header to `request`.
+    fn authorize<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(value) = &self.value {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        self.authorize(&mut request);
+        Ok(request)
+    }
+}
+
 /// A typed facewire `ImageService` client.
 ///
 /// [`FacewireClient::submit_images`] uses the batch RPC and, when the server answers
@@ -111,7 +249,7 @@ impl std::fmt::Debug for ClientOptions {
 pub struct FacewireClient {
     inner: ImageServiceClient<Channel>,
     legacy_only: Arc<AtomicBool>,
-    authorization: Option<MetadataValue<Ascii>>,
+    auth: BearerAuth,
 }
 
 impl FacewireClient {
@@ -128,39 +266,14 @@ impl FacewireClient {
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
         let endpoint = endpoint.into();
-        let authorization = match &options.token {
-            Some(token) => Some(
-                format!("Bearer {token}")
-                    .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| ClientError::InvalidToken)?,
-            ),
-            None => None,
-        };
-        let mut ep = Channel::from_shared(endpoint.clone()).map_err(|source| {
-            ClientError::InvalidEndpoint {
-                endpoint: endpoint.clone(),
-                source,
-            }
-        })?;
-        if options.ca_pem.is_some() || options.domain.is_some() {
-            let mut tls = ClientTlsConfig::new();
-            if let Some(ca) = &options.ca_pem {
-                tls = tls.ca_certificate(Certificate::from_pem(ca));
-            }
-            if let Some(domain) = &options.domain {
-                tls = tls.domain_name(domain.clone());
-            }
-            ep = ep.tls_config(tls).map_err(|source| ClientError::Tls {
-                endpoint: endpoint.clone(),
-                source,
-            })?;
-        }
-        let channel = ep
+        let auth = options.bearer()?;
+        let channel = options
+            .endpoint(&endpoint)?
             .connect()
             .await
             .map_err(|source| ClientError::Connect { endpoint, source })?;
         let mut client = Self::new(channel);
-        client.authorization = authorization;
+        client.auth = auth;
         Ok(client)
     }
 
@@ -169,18 +282,14 @@ impl FacewireClient {
         Self {
             inner: ImageServiceClient::new(channel),
             legacy_only: Arc::new(AtomicBool::new(false)),
-            authorization: None,
+            auth: BearerAuth::default(),
         }
     }
 
     /// `message` as a request carrying the bearer token, if any.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = message.into_request();
-        if let Some(value) = &self.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
+        self.auth.authorize(&mut request);
         request
     }
 
@@ -307,4 +416,43 @@ fn is_item_error(status: &tonic::Status) -> bool {
             | Code::OutOfRange
             | Code::FailedPrecondition
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_chooses_tls_and_https_needs_a_ca() {
+        let plain = ClientOptions::default();
+        assert!(plain.endpoint("http://127.0.0.1:1").is_ok());
+        let err = plain.endpoint("https://facewire:443").unwrap_err();
+        assert!(matches!(err, ClientError::NoCa { .. }), "{err}");
+        assert!(matches!(
+            plain.endpoint("not a url"),
+            Err(ClientError::InvalidEndpoint { .. })
+        ));
+        let missing = ClientOptions::load(Some(Path::new("/nonexistent/ca.pem")), None, None);
+        assert!(matches!(missing, Err(ClientError::ReadCa { .. })));
+    }
+
+    #[test]
+    fn empty_settings_mean_none_and_tokens_are_redacted() {
+        let options = ClientOptions::load(None, Some(""), Some("")).unwrap();
+        assert!(options.domain.is_none() && options.token.is_none());
+        let options = ClientOptions::load(None, None, Some("s3cret")).unwrap();
+        assert!(!format!("{options:?}").contains("s3cret"));
+        let bearer = options.bearer().unwrap();
+        assert!(!format!("{bearer:?}").contains("s3cret"));
+        let mut request = tonic::Request::new(());
+        bearer.authorize(&mut request);
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer s3cret"
+        );
+        assert!(matches!(
+            BearerAuth::new(Some("line\nbreak")),
+            Err(ClientError::InvalidToken)
+        ));
+    }
 }

@@ -18,5 +18,5 @@ pub mod v1 {
 pub mod client;
 mod status;
 
-pub use client::{ClientError, ClientOptions, FacewireClient};
+pub use client::{BearerAuth, ClientError, ClientOptions, FacewireClient};
 pub use status::{submit_error_code_from_status, SUBMIT_ERROR_CODE_METADATA};

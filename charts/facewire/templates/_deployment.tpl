@@ -90,6 +90,7 @@ spec:
             {{- toYaml . | nindent 12 }}
             {{- end }}
           {{- end }}
+          {{- $scheme := ternary "HTTPS" "HTTP" $root.Values.tls.enabled }}
           {{- if and $grpc (not $root.Values.tls.enabled) }}
           readinessProbe:
             grpc:
@@ -97,31 +98,29 @@ spec:
               service: {{ $svc.health.readinessService | quote }}
             periodSeconds: 5
             failureThreshold: 2
-          livenessProbe:
-            grpc:
-              port: 50051
-              service: {{ $svc.health.livenessService | quote }}
-            initialDelaySeconds: 10
-            periodSeconds: 10
-            failureThreshold: 3
           {{- else }}
-          {{- /* The frontend has no gRPC, and kubelet gRPC probes cannot speak TLS. */}}
+          {{- /* The frontend has no gRPC, and kubelet gRPC probes cannot speak TLS; /readyz
+          reports the same health (NOT_SERVING while a dependency is down or draining). */}}
           readinessProbe:
             httpGet:
               path: /readyz
               port: http
-              scheme: {{ ternary "HTTPS" "HTTP" $root.Values.tls.enabled }}
+              scheme: {{ $scheme }}
             periodSeconds: 5
             failureThreshold: 2
+          {{- end }}
+          {{- /* Liveness is the operations port's /healthz, which every service serves and
+          which answers as long as the process does: never gRPC health, whose statuses
+          (the overall "" too) turn NOT_SERVING for the drain on SIGTERM, so a liveness probe
+          on them would have the kubelet kill a pod in the middle of its drain. */}}
           livenessProbe:
             httpGet:
               path: /healthz
               port: http
-              scheme: {{ ternary "HTTPS" "HTTP" $root.Values.tls.enabled }}
+              scheme: {{ $scheme }}
             initialDelaySeconds: 10
             periodSeconds: 10
             failureThreshold: 3
-          {{- end }}
           lifecycle:
             # Keep serving while the endpoint removal reaches every client and proxy; SIGTERM
             # (and the drain of FACEWIRE_DRAIN_SECONDS) follows this sleep.

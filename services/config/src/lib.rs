@@ -11,7 +11,7 @@ mod image_root;
 mod security;
 
 pub use image_root::{CheckedPath, ImageRoot, PathError};
-pub use security::{AuthConfig, TlsConfig};
+pub use security::{AuthConfig, ClientTlsConfig, TlsConfig};
 
 /// Where state lives: the data dir and the database.
 #[derive(Debug, Clone, clap::Args)]

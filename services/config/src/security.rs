@@ -25,13 +25,30 @@ impl TlsConfig {
     }
 }
 
-/// Bearer-token authentication of the write calls (submitting images, enrolling people)
-/// and the JSON endpoints. Health, reflection and `/metrics` stay open so probes and
-/// scrapers need no secret.
+/// How a client trusts servers that speak TLS: the URL scheme chooses (`https://` is TLS,
+/// `http://` plaintext); these settings say whom to believe. Used by every caller of a
+/// facewire server: the processor (recognition), the frontend (receiver and recognition),
+/// `facewire up` inside itself, and the client commands' `--server`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsConfig {
+    /// PEM certificate(s) of the CA that signed the servers' certificates, trusted for
+    /// `https://` URLs (for a self-signed server certificate: that certificate). Required
+    /// for `https://`: there is no built-in set of public roots.
+    #[arg(long, env = "FACEWIRE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Name the server certificates are checked against instead of the URL's host (e.g.
+    /// when connecting by IP address or through a port-forward to `localhost`).
+    #[arg(long, env = "FACEWIRE_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+/// Bearer-token authentication of the write calls (submitting images, enrolling and
+/// removing people) and the JSON endpoints. Health, reflection and `/metrics` stay open so
+/// probes and scrapers need no secret. The same setting makes clients send the token.
 #[derive(Clone, Default, clap::Args)]
 pub struct AuthConfig {
-    /// Token clients must send as `authorization: Bearer <token>`; unset or empty: no
-    /// authentication.
+    /// Bearer token: servers require it as `authorization: Bearer <token>` on write calls,
+    /// clients send it with theirs; unset or empty: no authentication.
     #[arg(long, env = "FACEWIRE_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
 }
@@ -62,6 +79,8 @@ mod tests {
         #[command(flatten)]
         tls: TlsConfig,
         #[command(flatten)]
+        client_tls: ClientTlsConfig,
+        #[command(flatten)]
         auth: AuthConfig,
     }
 
@@ -82,5 +101,26 @@ mod tests {
         let cli = Cli::try_parse_from(["x", "--auth-token", "s3cret"]).unwrap();
         assert_eq!(cli.auth.token(), Some("s3cret"));
         assert!(!format!("{:?}", cli.auth).contains("s3cret"));
+    }
+
+    #[test]
+    fn a_server_can_also_be_a_client() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-server-name",
+            "facewire",
+        ])
+        .unwrap();
+        assert!(cli.tls.paths().is_some());
+        assert_eq!(cli.client_tls.tls_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(cli.client_tls.tls_server_name.as_deref(), Some("facewire"));
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert!(cli.client_tls.tls_ca.is_none());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use facewire_config::DrainConfig;
+use facewire_config::{AuthConfig, ClientTlsConfig, DrainConfig, TlsConfig};
 
 /// Everything the frontend needs, from flags and `FACEWIRE_*` environment variables.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,6 +44,19 @@ pub struct FrontendConfig {
 
     #[command(flatten)]
     pub drain: DrainConfig,
+
+    /// TLS for the web page (HTTPS).
+    #[command(flatten)]
+    pub tls: TlsConfig,
+
+    /// Whom to trust for `https://` receiver and recognition URLs.
+    #[command(flatten)]
+    pub client_tls: ClientTlsConfig,
+
+    /// The token: enrolling and removing people on the page require it (browsers are asked
+    /// for it as a password), and the frontend sends it to the receiver and recognition.
+    #[command(flatten)]
+    pub auth: AuthConfig,
 }
 
 impl FrontendConfig {
@@ -57,6 +70,9 @@ impl FrontendConfig {
             max_image_bytes: 32 * 1024 * 1024,
             max_upload_bytes: 32 * 1024 * 1024,
             drain: DrainConfig { drain_seconds: 1.0 },
+            tls: TlsConfig::default(),
+            client_tls: ClientTlsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

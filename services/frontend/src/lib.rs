@@ -18,7 +18,11 @@ use std::{
 
 use axum::Router;
 use facewire_config::ImageRoot;
-use facewire_server::{CancellationToken, ServeError};
+use facewire_proto::{ClientError, ClientOptions};
+use facewire_server::{
+    tls::{TlsAcceptor, TlsError},
+    CancellationToken, ServeError,
+};
 use tokio::net::TcpListener;
 
 pub mod config;
@@ -48,6 +52,12 @@ pub enum FrontendError {
     /// The listener could not be bound.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// FACEWIRE_TLS_CERT / FACEWIRE_TLS_KEY are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// FACEWIRE_TLS_CA or the token cannot be used to call the receiver or recognition.
+    #[error("calling the receiver and recognition: {0}")]
+    Client(#[from] ClientError),
 }
 
 /// Shared by every handler.
@@ -79,15 +89,24 @@ pub struct Frontend {
     listener: TcpListener,
     router: Router,
     state: Arc<AppState>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Frontend {
-    /// Checks the image root, prepares the (lazily connecting) clients and binds the
-    /// HTTP listener. Neither the receiver nor recognition needs to be up.
+    /// Checks the image root and the TLS settings, prepares the (lazily connecting)
+    /// clients and binds the HTTP listener. Neither the receiver nor recognition needs to
+    /// be up.
     pub async fn build(config: &FrontendConfig) -> Result<Self, FrontendError> {
         let root = ImageRoot::new(&config.image_root, config.max_image_bytes)
             .map_err(FrontendError::ImageRoot)?;
-        let upstream = upstream::Upstream::new(&config.receiver_url, &config.recognition_url)?;
+        let tls = TlsAcceptor::from_config(&config.tls)?;
+        let client = ClientOptions::load(
+            config.client_tls.tls_ca.as_deref(),
+            config.client_tls.tls_server_name.as_deref(),
+            config.auth.token(),
+        )?;
+        let upstream =
+            upstream::Upstream::new(&config.receiver_url, &config.recognition_url, &client)?;
         let closing = CancellationToken::new();
         let state = Arc::new(AppState {
             feed: upstream::LiveFeed::new(upstream.clone(), closing.clone()),
@@ -97,12 +116,14 @@ impl Frontend {
             closing,
             draining: AtomicBool::new(false),
         });
-        let router = web::routes(state.clone()).merge(facewire_telemetry::metrics_router());
+        let router = web::routes(state.clone(), config.auth.token())
+            .merge(facewire_telemetry::metrics_router());
         let listener = facewire_server::bind(config.http_addr).await?;
         Ok(Self {
             listener,
             router,
             state,
+            tls,
         })
     }
 
@@ -131,8 +152,8 @@ impl Frontend {
         self.state.closing.cancel();
     }
 
-    /// Serves until `shutdown` is cancelled, then closes the live streams and finishes
-    /// in-flight requests.
+    /// Serves (over TLS when configured) until `shutdown` is cancelled, then closes the
+    /// live streams and finishes in-flight requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let closing = self.state.closing.clone();
         let stop = shutdown.clone();
@@ -140,6 +161,6 @@ impl Frontend {
             stop.cancelled().await;
             closing.cancel();
         });
-        facewire_server::serve_http(self.listener, self.router, shutdown).await
+        facewire_server::serve_http_tls(self.listener, self.router, shutdown, self.tls).await
     }
 }

@@ -7,14 +7,17 @@ use std::{
     time::Duration,
 };
 
-use facewire_proto::v1::{
-    self as pb, image_service_client::ImageServiceClient,
-    recognition_service_client::RecognitionServiceClient,
+use facewire_proto::{
+    v1::{
+        self as pb, image_service_client::ImageServiceClient,
+        recognition_service_client::RecognitionServiceClient,
+    },
+    BearerAuth, ClientError, ClientOptions,
 };
 use facewire_server::CancellationToken;
 use serde::Serialize;
 use tokio::sync::broadcast;
-use tonic::{transport::Channel, Code, Status};
+use tonic::{codegen::InterceptedService, transport::Channel, Code, Status};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
@@ -73,15 +76,27 @@ pub fn describe_failure(service: Service, url: &str, status: &Status) -> String 
     }
 }
 
-fn endpoint(url: &str, what: &'static str) -> Result<tonic::transport::Endpoint, FrontendError> {
-    tonic::transport::Endpoint::from_shared(url.to_string())
-        .map(|e| e.connect_timeout(CONNECT_TIMEOUT))
-        .map_err(|e| FrontendError::BadUrl {
-            what,
-            url: url.to_string(),
-            reason: e.to_string(),
-        })
+/// The endpoint for `url` (TLS for `https://`), or an error naming the setting.
+fn endpoint(
+    url: &str,
+    what: &'static str,
+    options: &ClientOptions,
+) -> Result<tonic::transport::Endpoint, FrontendError> {
+    match options.endpoint(url) {
+        Ok(e) => Ok(e.connect_timeout(CONNECT_TIMEOUT)),
+        Err(e @ (ClientError::InvalidEndpoint { .. } | ClientError::NoCa { .. })) => {
+            Err(FrontendError::BadUrl {
+                what,
+                url: url.to_string(),
+                reason: e.to_string(),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
+
+/// A channel whose calls carry the bearer token (when one is configured).
+type Authorized = InterceptedService<Channel, BearerAuth>;
 
 /// Clients for the receiver and the recognition service. Channels connect lazily, so
 /// the frontend starts (and its pages render, saying what is down) whatever is running.
@@ -91,27 +106,34 @@ pub struct Upstream {
     pub receiver_url: String,
     /// The recognition service's URL, for messages.
     pub recognition_url: String,
-    images: ImageServiceClient<Channel>,
+    images: ImageServiceClient<Authorized>,
     // Separate channel without a per-call timeout: the watch stream lives for hours.
-    watch: ImageServiceClient<Channel>,
+    watch: ImageServiceClient<Authorized>,
     health: HealthClient<Channel>,
-    recognition: RecognitionServiceClient<Channel>,
+    recognition: RecognitionServiceClient<Authorized>,
 }
 
 impl Upstream {
-    /// Clients for the services at these URLs (nothing is contacted yet).
-    pub fn new(receiver_url: &str, recognition_url: &str) -> Result<Self, FrontendError> {
-        let receiver = endpoint(receiver_url, "FACEWIRE_RECEIVER_URL")?;
-        let recognition = endpoint(recognition_url, "FACEWIRE_RECOGNITION_URL")?;
+    /// Clients for the services at these URLs, over TLS for `https://` ones and sending
+    /// the token of `options` (nothing is contacted yet).
+    pub fn new(
+        receiver_url: &str,
+        recognition_url: &str,
+        options: &ClientOptions,
+    ) -> Result<Self, FrontendError> {
+        let receiver = endpoint(receiver_url, "FACEWIRE_RECEIVER_URL", options)?;
+        let recognition = endpoint(recognition_url, "FACEWIRE_RECOGNITION_URL", options)?;
+        let bearer = options.bearer()?;
         let unary = receiver.clone().timeout(CALL_TIMEOUT).connect_lazy();
         Ok(Self {
             receiver_url: receiver_url.to_string(),
             recognition_url: recognition_url.to_string(),
-            images: ImageServiceClient::new(unary.clone()),
-            watch: ImageServiceClient::new(receiver.connect_lazy()),
+            images: ImageServiceClient::with_interceptor(unary.clone(), bearer.clone()),
+            watch: ImageServiceClient::with_interceptor(receiver.connect_lazy(), bearer.clone()),
             health: HealthClient::new(unary),
-            recognition: RecognitionServiceClient::new(
+            recognition: RecognitionServiceClient::with_interceptor(
                 recognition.timeout(CALL_TIMEOUT).connect_lazy(),
+                bearer,
             )
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -386,16 +408,30 @@ mod tests {
 
     #[test]
     fn bad_urls_name_the_setting() {
-        let Err(err) = Upstream::new("not a url", "http://127.0.0.1:50052") else {
-            panic!("accepted a bad URL");
+        let refusal = |receiver: &str, recognition: &str| match Upstream::new(
+            receiver,
+            recognition,
+            &ClientOptions::default(),
+        ) {
+            Ok(_) => panic!("accepted {receiver} and {recognition}"),
+            Err(e) => e.to_string(),
         };
-        assert!(err.to_string().contains("FACEWIRE_RECEIVER_URL"), "{err}");
+        let err = refusal("not a url", "http://127.0.0.1:50052");
+        assert!(err.contains("FACEWIRE_RECEIVER_URL"), "{err}");
+        // https:// without a CA to verify the server is refused at start, naming the URL.
+        let err = refusal("http://127.0.0.1:50051", "https://recognition:50052");
+        assert!(err.contains("FACEWIRE_RECOGNITION_URL"), "{err}");
     }
 
     #[tokio::test]
     async fn a_down_receiver_is_reported_not_hung_on() {
         // Port 1 on localhost refuses connections: the call fails fast with Unavailable.
-        let upstream = Upstream::new("http://127.0.0.1:1", "http://127.0.0.1:1").unwrap();
+        let upstream = Upstream::new(
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            &ClientOptions::default(),
+        )
+        .unwrap();
         let err = upstream.list_images(None, "", 10).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);
         let ready = upstream.receiver_ready().await.unwrap_err();
@@ -406,7 +442,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_feed_reports_a_down_receiver_and_stops_when_closed() {
-        let upstream = Upstream::new("http://127.0.0.1:1", "http://127.0.0.1:1").unwrap();
+        let upstream = Upstream::new(
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            &ClientOptions::default(),
+        )
+        .unwrap();
         let closing = CancellationToken::new();
         let feed = LiveFeed::new(upstream, closing.clone());
         let (mut rx, state) = feed.subscribe();

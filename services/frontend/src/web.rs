@@ -15,6 +15,7 @@ use axum::{
 };
 use facewire_config::PathError;
 use facewire_proto::v1 as pb;
+use facewire_server::auth::AuthLayer;
 use futures::{stream, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -42,19 +43,25 @@ const STYLE_CSS: &str = include_str!("assets/style.css");
 
 type Shared = Arc<AppState>;
 
-pub(crate) fn routes(state: Shared) -> Router {
+/// Every route; enrolling and removing people need `token` when one is set (browsers
+/// are asked for it as an HTTP Basic password, scripts may send it as a bearer token),
+/// and are refused before an upload is read.
+pub(crate) fn routes(state: Shared, token: Option<&str>) -> Router {
     let upload_limit = state.max_upload_bytes;
+    let gallery_changes = Router::new()
+        .route(
+            "/people/enroll",
+            post(enroll).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/people/remove", post(remove))
+        .route_layer(AuthLayer::browser(token));
     Router::new()
         .route("/", get(images_page))
         .route("/api/images", get(images_json))
         .route("/events", get(events))
         .route("/images/{id}/thumbnail", get(thumbnail_file))
         .route("/people", get(people_page))
-        .route(
-            "/people/enroll",
-            post(enroll).layer(DefaultBodyLimit::max(upload_limit)),
-        )
-        .route("/people/remove", post(remove))
+        .merge(gallery_changes)
         .route("/assets/page.js", get(page_js))
         .route("/assets/style.css", get(style_css))
         .route("/healthz", get(|| async { "ok" }))
@@ -684,6 +691,42 @@ mod tests {
         assert!(body.contains("EventSource"));
         assert_eq!(get(&router, "/assets/style.css").await.0, StatusCode::OK);
         assert_eq!(get(&router, "/metrics").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn gallery_changes_need_the_token_and_pages_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = FrontendConfig::local(
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            dir.path().into(),
+        );
+        config.auth.auth_token = Some("t0k".into());
+        let router = Frontend::build(&config).await.unwrap().router();
+        let remove = |auth: Option<&'static str>| {
+            let mut request = http::Request::post("/people/remove")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            if let Some(auth) = auth {
+                request = request.header(header::AUTHORIZATION, auth);
+            }
+            request.body(Body::from("name=ada")).unwrap()
+        };
+        let refused = router.clone().oneshot(remove(None)).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(refused.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic "));
+        let wrong = router.clone().oneshot(remove(Some("Bearer nope"))).await;
+        assert_eq!(wrong.unwrap().status(), StatusCode::UNAUTHORIZED);
+        // With the token the request reaches the handler, which finds recognition down.
+        // ("u:t0k" in base64 is dTp0MGs=.)
+        for auth in ["Bearer t0k", "Basic dTp0MGs="] {
+            let passed = router.clone().oneshot(remove(Some(auth))).await.unwrap();
+            assert_eq!(passed.status(), StatusCode::SERVICE_UNAVAILABLE, "{auth}");
+        }
+        assert_eq!(get(&router, "/people").await.0, StatusCode::OK);
+        assert_eq!(get(&router, "/").await.0, StatusCode::OK);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use facewire_config::{DrainConfig, GrpcListen, HttpListen, QueueConfig, StorageConfig};
+use facewire_config::{
+    AuthConfig, ClientTlsConfig, DrainConfig, GrpcListen, HttpListen, QueueConfig, StorageConfig,
+    TlsConfig,
+};
 
 /// Everything the processor needs, from flags and `FACEWIRE_*` environment variables.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,6 +22,12 @@ pub struct ProcessorConfig {
     pub drain: DrainConfig,
     #[command(flatten)]
     pub work: WorkConfig,
+    /// TLS for the processor's own listeners: gRPC health and the HTTP operations port
+    /// (`/healthz`, `/readyz`, `/metrics`). The operations port follows the gRPC port
+    /// rather than staying plaintext, so one certificate setting makes every listener of
+    /// every facewire process TLS, and probes and scrapers use one scheme throughout.
+    #[command(flatten)]
+    pub tls: TlsConfig,
     /// Directory image paths are relative to (the receiver's image root).
     #[arg(long, env = "FACEWIRE_IMAGE_ROOT", default_value = ".")]
     pub image_root: PathBuf,
@@ -35,6 +44,12 @@ pub struct WorkConfig {
         default_value = "http://127.0.0.1:50052"
     )]
     pub recognition_url: String,
+    /// Whom to trust for an `https://` recognition URL.
+    #[command(flatten)]
+    pub recognition_tls: ClientTlsConfig,
+    /// The token sent with calls to recognition.
+    #[command(flatten)]
+    pub auth: AuthConfig,
     /// Most unacknowledged messages held (back-pressure).
     #[arg(long, env = "FACEWIRE_PREFETCH", default_value_t = 32)]
     pub prefetch: u16,

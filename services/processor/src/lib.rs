@@ -9,6 +9,19 @@
 //! | recognition unavailable, database blip | back to `pending`, message requeued after a backoff; after `max_attempts` → `failed` + dead-letter |
 //! | file gone, unreadable, undecodable | `failed` at once with the reason (retrying cannot help) |
 //! | body is not an id, id of no row | dead-letter (a poison message never blocks the queue) |
+//!
+//! Tracing: each message carries its submitter's `traceparent`. A batch holds images of
+//! possibly several traces but makes one `RecognizeBatch` call, and a W3C trace context
+//! has room for one parent: the batch continues the first image's trace (its span's
+//! `trace_id`, sent to recognition) and lists the other images' trace ids in its span's
+//! `linked_trace_ids`, so searching the logs for any image's trace id finds the batch.
+//! Per-image lines (debug) carry each image's own `trace_id`.
+//!
+//! Metrics: `processor_in_flight`, `processor_images_total{outcome}`,
+//! `processor_recognition_seconds`, the submit-to-done latency
+//! (`facewire_submit_to_done_seconds{outcome}`) and the queue depths
+//! (`facewire_queue_depth`, `facewire_queue_dead_letter_depth`, sampled every
+//! [`QUEUE_DEPTH_INTERVAL`]).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -17,12 +30,15 @@ use facewire_proto::v1::{
     batch_result, recognition_service_client::RecognitionServiceClient, BatchImage,
     RecognizeBatchRequest, RecognizeBatchResponse,
 };
+use facewire_proto::{ClientError, ClientOptions};
 use facewire_queue::{Consumer, Delivery, ResubscribingConsumer, WorkQueue};
 use facewire_resilience::{BreakerLayer, ChannelError};
 use facewire_server::CancellationToken;
-use facewire_storage::{images::Claim, Outcome, PersonFound, Store};
+use facewire_storage::{images::Claim, now_millis, Outcome, PersonFound, Store};
+use facewire_telemetry::{trace_context, InjectTraceContextLayer, TraceContext};
 use tokio::sync::mpsc;
-use tower::{util::BoxCloneSyncService, Service, ServiceExt};
+use tower::{util::BoxCloneSyncService, Layer, Service, ServiceExt};
+use tracing::Instrument;
 
 pub mod config;
 
@@ -34,6 +50,9 @@ pub enum ProcessorError {
     /// The recognition URL is unusable.
     #[error("FACEWIRE_RECOGNITION_URL: {0}")]
     RecognitionUrl(#[from] ChannelError),
+    /// The client TLS settings or the token are unusable.
+    #[error("calling recognition: {0}")]
+    Client(#[from] ClientError),
     /// The image root is unusable.
     #[error("FACEWIRE_IMAGE_ROOT: {0}")]
     ImageRoot(std::io::Error),
@@ -43,14 +62,26 @@ pub enum ProcessorError {
 pub type RecognizeBatch =
     BoxCloneSyncService<RecognizeBatchRequest, RecognizeBatchResponse, tonic::Status>;
 
-/// Builds the resilient `RecognizeBatch` call over every recognition replica.
+/// Builds the resilient `RecognizeBatch` call over every recognition replica, over TLS
+/// for an `https://` URL and with the bearer token when one is configured.
 pub fn recognize_batch_client(
     config: &WorkConfig,
     breaker: BreakerLayer,
-) -> Result<RecognizeBatch, ChannelError> {
-    let channel =
-        facewire_resilience::balanced_channel(&config.recognition_url, Duration::from_secs(10))?;
-    let client = RecognitionServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+) -> Result<RecognizeBatch, ProcessorError> {
+    let options = ClientOptions::load(
+        config.recognition_tls.tls_ca.as_deref(),
+        config.recognition_tls.tls_server_name.as_deref(),
+        config.auth.token(),
+    )?;
+    let channel = facewire_resilience::balanced_channel(
+        &config.recognition_url,
+        Duration::from_secs(10),
+        &options,
+    )?;
+    // Every call carries the current trace context (the batch's) as `traceparent`.
+    let channel = InjectTraceContextLayer.layer(channel);
+    let client = RecognitionServiceClient::with_interceptor(channel, options.bearer()?)
+        .max_decoding_message_size(64 * 1024 * 1024);
     let call = tower::service_fn(move |req: RecognizeBatchRequest| {
         let mut client = client.clone();
         async move { client.recognize_batch(req).await.map(|r| r.into_inner()) }
@@ -73,10 +104,22 @@ pub struct Processor {
     config: WorkConfig,
 }
 
+/// How often the processor samples the queue depths into gauges.
+pub const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// One message, parsed.
 struct Work {
     delivery: Delivery,
     id: i64,
+    /// This image's context here: its submitter's trace, or a new one.
+    trace: TraceContext,
+}
+
+impl Work {
+    /// A span for lines about this image alone.
+    fn span(&self) -> tracing::Span {
+        tracing::debug_span!("image", id = self.id, trace_id = %self.trace.trace_id())
+    }
 }
 
 impl Processor {
@@ -120,6 +163,7 @@ impl Processor {
                 }
             }));
         }
+        let sampler = tokio::spawn(sample_queue_depth(self.queue.clone(), shutdown.clone()));
         let mut consumer = ResubscribingConsumer::new(self.queue.clone(), self.config.prefetch);
         loop {
             // Do not take work while the breaker is open: images wait in the queue
@@ -149,6 +193,7 @@ impl Processor {
         for w in workers {
             let _ = w.await;
         }
+        let _ = sampler.await;
         tracing::info!("processor stopped");
     }
 
@@ -173,20 +218,49 @@ impl Processor {
         Ok(batch)
     }
 
-    /// Processes one batch of deliveries end to end.
-    #[tracing::instrument(skip_all, fields(batch = deliveries.len()))]
+    /// Processes one batch of deliveries end to end, in the trace of the first (see the
+    /// module documentation).
     pub async fn process(&self, deliveries: Vec<Delivery>) {
-        metrics::gauge!("processor_in_flight").increment(deliveries.len() as f64);
         let n = deliveries.len();
-        self.process_inner(deliveries).await;
+        let traces: Vec<TraceContext> = deliveries
+            .iter()
+            .map(|d| TraceContext::incoming(&d.headers))
+            .collect();
+        let Some(batch) = traces.first().map(TraceContext::child) else {
+            return;
+        };
+        let mut linked: Vec<String> = Vec::new();
+        for t in &traces {
+            let id = t.trace_id().to_string();
+            if t.trace_id() != batch.trace_id() && !linked.contains(&id) {
+                linked.push(id);
+            }
+        }
+        let span = tracing::info_span!(
+            "batch",
+            batch = n,
+            trace_id = %batch.trace_id(),
+            span_id = %batch.span_id(),
+            linked_trace_ids = %linked.join(","),
+        );
+        metrics::gauge!("processor_in_flight").increment(n as f64);
+        trace_context::scope(
+            batch,
+            self.process_inner(deliveries, traces).instrument(span),
+        )
+        .await;
         metrics::gauge!("processor_in_flight").decrement(n as f64);
     }
 
-    async fn process_inner(&self, deliveries: Vec<Delivery>) {
+    async fn process_inner(&self, deliveries: Vec<Delivery>, traces: Vec<TraceContext>) {
         let mut work = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
+        for (delivery, trace) in deliveries.into_iter().zip(traces) {
             match delivery.image_id() {
-                Ok(id) => work.push(Work { delivery, id }),
+                Ok(id) => work.push(Work {
+                    delivery,
+                    id,
+                    trace,
+                }),
                 Err(e) => {
                     tracing::warn!(error = %e, "poison message: dead-lettering");
                     metrics::counter!("processor_poison_messages_total").increment(1);
@@ -246,16 +320,22 @@ impl Processor {
                 "gave up after {} attempts: {last}",
                 self.config.max_attempts
             );
-            if self
+            match self
                 .store
-                .finish(vec![(c, Outcome::Failed(reason))])
+                .finish(vec![(c.clone(), Outcome::Failed(reason))])
                 .await
-                .is_ok()
             {
-                metrics::counter!("processor_images_total", "outcome" => "failed").increment(1);
-                settle(w.delivery.dead_letter().await);
-            } else {
-                settle(w.delivery.requeue().await);
+                Ok(applied) => {
+                    metrics::counter!("processor_images_total", "outcome" => "failed").increment(1);
+                    if applied.first() == Some(&true) {
+                        record_submit_to_done(&c, "failed");
+                    }
+                    w.span().in_scope(|| {
+                        tracing::info!(attempts = c.attempt - 1, "gave up: failed, dead-lettered")
+                    });
+                    settle(w.delivery.dead_letter().await);
+                }
+                Err(_) => settle(w.delivery.requeue().await),
             }
         }
         if active.is_empty() {
@@ -362,13 +442,17 @@ impl Processor {
             })
             .collect();
         let kinds: Vec<Outcome> = finished.iter().map(|(_, o)| o.clone()).collect();
-        if let Err(e) = self.store.finish(finished).await {
-            let attempt = active.iter().map(|(_, c)| c.attempt).max().unwrap_or(1);
-            let work = active.into_iter().map(|(w, _)| w).collect();
-            return self.requeue_later(work, attempt, &e.to_string());
-        }
+        let applied = match self.store.finish(finished).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                let attempt = active.iter().map(|(_, c)| c.attempt).max().unwrap_or(1);
+                let work = active.into_iter().map(|(w, _)| w).collect();
+                return self.requeue_later(work, attempt, &e.to_string());
+            }
+        };
         // Committed: now the messages may go.
-        for ((w, c), outcome) in active.into_iter().zip(kinds) {
+        let mut tally: HashMap<&'static str, usize> = HashMap::new();
+        for (((w, c), outcome), applied) in active.into_iter().zip(kinds).zip(applied) {
             let label = match &outcome {
                 Outcome::Done(_) => "done",
                 Outcome::NoFace => "no_face",
@@ -376,6 +460,14 @@ impl Processor {
                 Outcome::Retry(_) => "retry",
             };
             metrics::counter!("processor_images_total", "outcome" => label).increment(1);
+            *tally.entry(label).or_default() += 1;
+            // Only the write that made the image terminal counts (not a redelivery's).
+            if applied && !matches!(outcome, Outcome::Retry(_)) {
+                record_submit_to_done(&c, label);
+            }
+            w.span().in_scope(|| {
+                tracing::debug!(outcome = label, attempt = c.attempt, "image recorded")
+            });
             if let Outcome::Retry(reason) = &outcome {
                 tracing::info!(id = c.id, attempt = c.attempt, %reason, "will retry");
                 self.requeue_later(vec![w], c.attempt, reason);
@@ -383,6 +475,14 @@ impl Processor {
                 settle(w.delivery.ack().await);
             }
         }
+        let count = |label| tally.get(label).copied().unwrap_or(0);
+        tracing::info!(
+            done = count("done"),
+            no_face = count("no_face"),
+            failed = count("failed"),
+            retry = count("retry"),
+            "batch recorded"
+        );
     }
 
     /// Puts messages back after a backoff (they stay unacknowledged meanwhile, which
@@ -396,6 +496,39 @@ impl Processor {
                 settle(w.delivery.requeue().await);
             }
         });
+    }
+}
+
+/// Records the submit-to-done latency of an image that just reached a terminal state.
+fn record_submit_to_done(claim: &Claim, outcome: &'static str) {
+    // Clocks of different hosts may disagree a little: never record a negative latency.
+    let seconds = (now_millis() - claim.created_at).max(0) as f64 / 1000.0;
+    metrics::histogram!(facewire_telemetry::SUBMIT_TO_DONE_SECONDS, "outcome" => outcome)
+        .record(seconds);
+}
+
+/// Samples the work queue's and the dead-letter queue's depths into gauges every
+/// [`QUEUE_DEPTH_INTERVAL`] until `shutdown`. A failed sample leaves the gauge as it was.
+async fn sample_queue_depth(queue: Arc<dyn WorkQueue>, shutdown: CancellationToken) {
+    loop {
+        let sample = async {
+            match queue.depth().await {
+                Ok(n) => metrics::gauge!(facewire_telemetry::QUEUE_DEPTH).set(n as f64),
+                Err(e) => tracing::debug!(error = %e, "cannot sample the queue depth"),
+            }
+            match queue.dead_letter_depth().await {
+                Ok(n) => metrics::gauge!(facewire_telemetry::DEAD_LETTER_DEPTH).set(n as f64),
+                Err(e) => tracing::debug!(error = %e, "cannot sample the dead-letter depth"),
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = sample => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(QUEUE_DEPTH_INTERVAL) => {}
+        }
     }
 }
 

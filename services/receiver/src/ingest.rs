@@ -4,7 +4,7 @@
 use std::{io::Read, sync::Arc};
 
 use facewire_config::{ImageRoot, PathError};
-use facewire_queue::{Headers, WorkQueue};
+use facewire_queue::WorkQueue;
 use facewire_storage::{ImageRecord, NewImage, Store, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -111,7 +111,10 @@ impl Ingest {
         metrics::counter!("receiver_images_refused_total")
             .increment((results.len() - ids.len()) as u64);
         if !ids.is_empty() {
-            if let Err(e) = self.queue.publish(&ids, &Headers::new()).await {
+            // The messages carry the request's trace context (`traceparent`), so the
+            // processor's work on them joins the submitter's trace.
+            let headers = facewire_telemetry::trace_context::message_headers();
+            if let Err(e) = self.queue.publish(&ids, &headers).await {
                 // The rows are pending in the database; the reconciler will queue them.
                 metrics::counter!("receiver_publish_failures_total").increment(1);
                 tracing::warn!(error = %e, count = ids.len(), "publish failed; images stay pending for the reconciler");

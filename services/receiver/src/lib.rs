@@ -41,6 +41,50 @@ pub enum ReceiverError {
     /// FACEWIRE_TLS_CERT / FACEWIRE_TLS_KEY are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The database could not be opened (or migrated).
+    #[error("opening the database {url}: {source}")]
+    Database {
+        /// The database URL, password redacted.
+        url: String,
+        /// Why.
+        source: facewire_storage::StoreError,
+    },
+    /// The work queue could not be opened.
+    #[error("opening the work queue: {0}")]
+    Queue(#[from] facewire_queue::QueueError),
+}
+
+/// Runs a receiver process until SIGTERM or Ctrl-C: opens the database (running
+/// migrations) and the queue, binds, prints the `receiver: gRPC on … · HTTP on …` line
+/// that scripts and tests read, then serves and drains. `facewire receiver` and the
+/// lean `facewire-receiver` binary both run this.
+pub async fn serve(config: ReceiverConfig) -> Result<(), ReceiverError> {
+    let url = config.storage.database_url();
+    let store = Store::open(&url, facewire_storage::StoreOptions::default())
+        .await
+        .map_err(|source| ReceiverError::Database {
+            url: facewire_storage::redact(&url),
+            source,
+        })?;
+    let queue =
+        facewire_queue::open(config.queue.amqp_url.as_deref(), &config.queue.queue_name).await?;
+    let receiver = Receiver::build(&config, store, queue).await?;
+    let signal = facewire_server::termination_signal();
+    println!(
+        "receiver: gRPC on {} · HTTP on {}",
+        receiver.grpc_addr(),
+        receiver.http_addr()
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(facewire_server::drain_on(
+        signal,
+        vec![receiver.health()],
+        config.drain.delay(),
+        shutdown.clone(),
+    ));
+    receiver.run_until_stopped(shutdown).await?;
+    tracing::info!("receiver stopped");
+    Ok(())
 }
 
 /// A built receiver, bound to its ports and ready to run.
@@ -74,10 +118,7 @@ impl Receiver {
             config.limits.max_batch,
         ))
         .max_decoding_message_size(config.limits.max_message_bytes);
-        let tls = match config.tls.paths() {
-            Some((cert, key)) => Some(TlsAcceptor::from_pem_files(cert, key)?),
-            None => None,
-        };
+        let tls = TlsAcceptor::from_config(&config.tls)?;
         // Writes need the token when one is configured; reads, health and reflection do not.
         let name = ImageServiceServer::<ImageApi>::NAME;
         let writes = [
@@ -89,7 +130,8 @@ impl Receiver {
         let http = http::routes(ingest, batch_api, config.limits.max_message_bytes)
             .route_layer(AuthLayer::http(config.auth.token()))
             .merge(facewire_telemetry::metrics_router())
-            .merge(probe_routes(store.clone(), grpc.health()));
+            .merge(probe_routes(store.clone(), grpc.health()))
+            .layer(facewire_telemetry::RequestTelemetryLayer::http());
         let http = facewire_server::close_connections_while_draining(http, grpc.health());
         let grpc_listener = facewire_server::bind(config.grpc.grpc_addr).await?;
         let http_listener = facewire_server::bind(config.http.http_addr).await?;

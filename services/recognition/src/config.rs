@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use facewire_config::{DrainConfig, StorageConfig};
+use facewire_config::{AuthConfig, DrainConfig, StorageConfig, TlsConfig};
 
 use crate::{
     image::{ImageLimits, OversizePolicy},
@@ -80,10 +80,21 @@ pub struct RecognitionConfig {
     pub recognizer: RecognizerArgs,
     #[command(flatten)]
     pub drain: DrainConfig,
+    /// TLS for the gRPC port and the operations port alike.
+    #[command(flatten)]
+    pub tls: TlsConfig,
+    /// The token `Enroll` and `RemovePerson` require (recognising and listing stay open).
+    #[command(flatten)]
+    pub auth: AuthConfig,
 
     /// Address the gRPC server listens on (port 0 picks a free port).
     #[arg(long, env = "FACEWIRE_GRPC_ADDR", default_value = "127.0.0.1:50052")]
     pub grpc_addr: SocketAddr,
+
+    /// Address of the HTTP operations port: `/healthz` (liveness, unaffected by a drain),
+    /// `/readyz` and `/metrics`. Unset: no HTTP port.
+    #[arg(long, env = "FACEWIRE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
 
     /// A directory of known people in the tutorial's convention (`<name>_<n>.jpg`),
     /// enrolled at start. Idempotent: a photo already enrolled is skipped by content hash.
@@ -128,6 +139,8 @@ mod tests {
         assert_eq!(o.match_threshold, DEFAULT_MATCH_THRESHOLD);
         assert_eq!(o.limits.oversize, OversizePolicy::Refuse);
         assert_eq!(cli.config.grpc_addr.port(), 50052);
+        assert!(cli.config.http_addr.is_none());
+        assert!(cli.config.tls.paths().is_none() && cli.config.auth.token().is_none());
         let cli = Cli::parse_from([
             "x",
             "--match-threshold",

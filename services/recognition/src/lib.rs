@@ -21,9 +21,14 @@ pub mod roster;
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use facewire_proto::v1::recognition_service_server::RecognitionServiceServer;
-use facewire_server::{CancellationToken, GrpcServer, Health, ServeError};
+use facewire_server::{
+    auth::AuthLayer,
+    tls::{TlsAcceptor, TlsError},
+    CancellationToken, GrpcServer, Health, ServeError,
+};
 use facewire_storage::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 
 pub use config::{RecognitionConfig, RecognizerArgs};
 pub use detect::{Detection, DetectorOptions};
@@ -96,6 +101,9 @@ pub enum RecognitionError {
     /// The listener could not be bound or the server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// FACEWIRE_TLS_CERT / FACEWIRE_TLS_KEY are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A blocking task died.
     #[error("internal error: {0}")]
     Internal(String),
@@ -112,6 +120,8 @@ pub async fn load_recognizer(options: RecognizerOptions) -> Result<Recognizer, R
 pub struct Recognition {
     grpc: GrpcServer,
     listener: TcpListener,
+    http_listener: Option<TcpListener>,
+    tls: Option<TlsAcceptor>,
     roster: Arc<Roster>,
     poll: std::time::Duration,
 }
@@ -126,8 +136,10 @@ impl std::fmt::Debug for Recognition {
 
 impl Recognition {
     /// Loads the models (failing with the missing file's name), loads the gallery from
-    /// `store`, enrols the known-people directory if configured, and binds the listener.
+    /// `store`, enrols the known-people directory if configured, and binds the listeners.
     pub async fn build(config: &RecognitionConfig, store: Store) -> Result<Self, RecognitionError> {
+        // A bad certificate should fail before the models take their seconds to load.
+        let tls = TlsAcceptor::from_config(&config.tls)?;
         let recognizer = Arc::new(load_recognizer(config.recognizer.options()).await?);
         let roster = Arc::new(Roster::open(recognizer, store).await?);
         if let Some(dir) = &config.known_people {
@@ -146,16 +158,36 @@ impl Recognition {
         let api =
             RecognitionServiceServer::new(RecognitionApi::new(roster.clone(), config.max_batch))
                 .max_decoding_message_size(config.max_message_bytes);
+        // Changing the gallery needs the token when one is configured. Recognising and
+        // listing change nothing and stay open, like health and reflection (the processors
+        // call RecognizeBatch; the NetworkPolicy limits who reaches this port at all).
+        let name = RecognitionServiceServer::<RecognitionApi>::NAME;
+        let writes = [format!("/{name}/Enroll"), format!("/{name}/RemovePerson")];
+        let api = tower::Layer::layer(&AuthLayer::grpc(config.auth.token(), &writes), api);
         let grpc = GrpcServer::new()
             .max_message_bytes(config.max_message_bytes)
-            .add_service(api);
+            .add_service(api)
+            .tls(tls.clone());
         let listener = facewire_server::bind(config.grpc_addr).await?;
+        let http_listener = match config.http_addr {
+            Some(addr) => Some(facewire_server::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             grpc,
             listener,
+            http_listener,
+            tls,
             roster,
             poll: config.gallery_poll(),
         })
+    }
+
+    /// The bound address of the HTTP operations port, when there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The bound gRPC address.
@@ -181,8 +213,26 @@ impl Recognition {
         self,
         shutdown: CancellationToken,
     ) -> Result<(), RecognitionError> {
-        tokio::spawn(self.roster.clone().watch(self.poll, shutdown.clone()));
-        self.grpc.serve(self.listener, shutdown).await?;
+        let Self {
+            grpc,
+            listener,
+            http_listener,
+            tls,
+            roster,
+            poll,
+        } = self;
+        tokio::spawn(roster.watch(poll, shutdown.clone()));
+        let routes = facewire_server::ops_routes(Some(grpc.health()));
+        let stop = shutdown.clone();
+        let ops = async move {
+            match http_listener {
+                Some(listener) => {
+                    facewire_server::serve_http_tls(listener, routes, stop, tls).await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(grpc.serve(listener, shutdown), ops)?;
         Ok(())
     }
 }

@@ -3,6 +3,10 @@
 //! sweep finds images stuck in `pending` or `processing` for longer than a deadline and
 //! publishes their ids again. Several reconcilers may run at once: rows are claimed with
 //! `FOR UPDATE SKIP LOCKED` (PostgreSQL) and stamped, so each is re-queued by one of them.
+//!
+//! The original submission's trace context is not stored with the row, so each sweep
+//! starts a trace of its own: its span's `trace_id` is sent in the re-queued messages'
+//! `traceparent`, and the processor's work on them joins that trace.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,6 +14,8 @@ use facewire_config::{QueueConfig, StorageConfig};
 use facewire_queue::{Headers, QueueError, WorkQueue};
 use facewire_server::CancellationToken;
 use facewire_storage::{now_millis, Store, StoreError};
+use facewire_telemetry::TraceContext;
+use tracing::Instrument;
 
 /// The reconciler's settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,6 +28,11 @@ pub struct ReconcilerConfig {
     pub sweep: SweepConfig,
     #[command(flatten)]
     pub http: facewire_config::HttpListen,
+    /// TLS for the operations port (`/healthz`, `/metrics`), like every other facewire
+    /// listener: one certificate setting covers the whole process, so scrapers and
+    /// probes use one scheme for every service.
+    #[command(flatten)]
+    pub tls: facewire_config::TlsConfig,
 }
 
 /// How often and how eagerly to sweep.
@@ -83,6 +94,14 @@ impl Reconciler {
 
     /// One sweep: re-queues every image stuck past the deadline; returns how many.
     pub async fn sweep(&self) -> Result<usize, ReconcileError> {
+        let trace = TraceContext::new_root();
+        let span = tracing::info_span!("sweep", trace_id = %trace.trace_id());
+        self.sweep_in(trace).instrument(span).await
+    }
+
+    async fn sweep_in(&self, trace: TraceContext) -> Result<usize, ReconcileError> {
+        let mut headers = Headers::new();
+        trace.inject(&mut headers);
         let deadline = Duration::from_secs_f64(self.config.reconcile_after_seconds.max(0.0));
         let mut total = 0;
         // One cutoff for the whole sweep: rows this sweep stamps are newer than it, so a
@@ -96,7 +115,7 @@ impl Reconciler {
             if ids.is_empty() {
                 break;
             }
-            self.queue.publish(&ids, &Headers::new()).await?;
+            self.queue.publish(&ids, &headers).await?;
             total += ids.len();
             metrics::counter!("reconciler_requeued_total").increment(ids.len() as u64);
             if (ids.len() as i64) < self.config.reconcile_batch {
@@ -165,6 +184,13 @@ mod tests {
             },
         );
         assert_eq!(patient.sweep().await.unwrap(), 0);
+        // Re-queued messages carry the sweep's trace context.
+        let mut consumer = queue.consume(1).await.unwrap();
+        let delivery = consumer.next().await.unwrap();
+        assert!(
+            TraceContext::extract(&delivery.headers).is_some(),
+            "{delivery:?}"
+        );
     }
 
     #[tokio::test]

@@ -19,7 +19,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tonic::transport::{channel::Change, Channel, Endpoint};
+use facewire_proto::ClientOptions;
+use tonic::transport::{channel::Change, Channel};
 use tower::{
     retry::budget::{Budget, TpsBudget},
     Layer, Service, ServiceBuilder,
@@ -64,6 +65,9 @@ pub enum ChannelError {
     /// A URL could not be parsed.
     #[error("invalid endpoint URL {0:?}")]
     InvalidUrl(String),
+    /// The TLS settings cannot serve a URL (e.g. `https://` without a CA).
+    #[error(transparent)]
+    Client(#[from] facewire_proto::ClientError),
 }
 
 /// Whether a failed call is worth retrying / counts against the breaker.
@@ -79,9 +83,15 @@ pub fn is_transient(status: &tonic::Status) -> bool {
 }
 
 /// A channel balancing over every address behind `urls` (comma-separated
-/// `http://host:port`). Names are re-resolved every `refresh`, so replicas that come and
-/// go are followed.
-pub fn balanced_channel(urls: &str, refresh: Duration) -> Result<Channel, ChannelError> {
+/// `http://host:port` or `https://host:port`). Names are re-resolved every `refresh`, so
+/// replicas that come and go are followed. `https://` endpoints speak TLS with `options`;
+/// each address is dialled directly, and its certificate verified against the host name
+/// of the URL it was resolved from (pod addresses are not in certificates).
+pub fn balanced_channel(
+    urls: &str,
+    refresh: Duration,
+    options: &ClientOptions,
+) -> Result<Channel, ChannelError> {
     let targets: Vec<(String, String, u16)> = urls
         .split(',')
         .map(str::trim)
@@ -104,6 +114,11 @@ pub fn balanced_channel(urls: &str, refresh: Duration) -> Result<Channel, Channe
     if targets.is_empty() {
         return Err(ChannelError::InvalidUrl(urls.to_string()));
     }
+    // Refuse unusable TLS settings now rather than on every connection attempt.
+    for (scheme, host, port) in &targets {
+        options.endpoint(&format!("{scheme}://{host}:{port}"))?;
+    }
+    let options = options.clone();
     let (channel, tx) = Channel::balance_channel::<SocketAddr>(64);
     tokio::spawn(async move {
         let mut current: Vec<SocketAddr> = Vec::new();
@@ -116,17 +131,20 @@ pub fn balanced_channel(urls: &str, refresh: Duration) -> Result<Channel, Channe
                 }
             }
             let addrs: Vec<SocketAddr> = resolved.iter().map(|(_, _, a)| *a).collect();
-            for (scheme, _host, addr) in &resolved {
+            for (scheme, host, addr) in &resolved {
                 if !current.contains(addr) {
                     let uri = format!("{scheme}://{addr}");
-                    if let Ok(ep) = Endpoint::from_shared(uri) {
-                        let ep = ep
-                            .connect_timeout(Duration::from_secs(2))
-                            .tcp_nodelay(true)
-                            .http2_keep_alive_interval(Duration::from_secs(30));
-                        if tx.send(Change::Insert(*addr, ep)).await.is_err() {
-                            return;
+                    match options.endpoint_resolved_from(&uri, host) {
+                        Ok(ep) => {
+                            let ep = ep
+                                .connect_timeout(Duration::from_secs(2))
+                                .tcp_nodelay(true)
+                                .http2_keep_alive_interval(Duration::from_secs(30));
+                            if tx.send(Change::Insert(*addr, ep)).await.is_err() {
+                                return;
+                            }
                         }
+                        Err(e) => tracing::warn!(%uri, error = %e, "cannot use endpoint"),
                     }
                 }
             }
@@ -466,6 +484,24 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let _ = s.ready().await.unwrap().call(1).await;
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn https_endpoints_need_a_ca_up_front() {
+        let none = ClientOptions::default();
+        let refresh = Duration::from_secs(10);
+        let err = balanced_channel(
+            "http://127.0.0.1:1,https://recognition:50051",
+            refresh,
+            &none,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ChannelError::Client(_)), "{err}");
+        assert!(balanced_channel("http://127.0.0.1:1", refresh, &none).is_ok());
+        assert!(matches!(
+            balanced_channel(" , ", refresh, &none),
+            Err(ChannelError::InvalidUrl(_))
+        ));
     }
 
     #[tokio::test]

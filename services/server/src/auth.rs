@@ -3,7 +3,8 @@
 //!
 //! A request must carry `authorization: Bearer <token>` when its path is protected;
 //! otherwise it is answered UNAUTHENTICATED (gRPC) or 401 (HTTP) without reaching the
-//! service. The layer wraps only what it is given, so health, reflection, `/metrics` and
+//! service. Routes for browsers also take the token as the password of HTTP Basic
+//! authentication, which browsers know how to ask a person for. The layer wraps only what it is given, so health, reflection, `/metrics` and
 //! the probes stay open by construction. Tokens are compared as SHA-256 digests in
 //! constant time, so neither the content nor the length of the secret leaks by timing.
 
@@ -40,9 +41,20 @@ impl BearerToken {
 
     /// Whether an `authorization` header value presents this token.
     pub fn accepts(&self, header: Option<&HeaderValue>) -> bool {
-        let Some(presented) = header.and_then(|h| bearer(h.as_bytes())) else {
-            return false;
-        };
+        header
+            .and_then(|h| bearer(h.as_bytes()))
+            .is_some_and(|presented| self.matches(presented))
+    }
+
+    /// Whether an `authorization` header value presents this token as the password of
+    /// HTTP Basic authentication (the user name is not checked).
+    pub fn accepts_basic(&self, header: Option<&HeaderValue>) -> bool {
+        header
+            .and_then(|h| basic_password(h.as_bytes()))
+            .is_some_and(|presented| self.matches(&presented))
+    }
+
+    fn matches(&self, presented: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         digest.ct_eq(&self.digest).into()
     }
@@ -56,6 +68,21 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     }
     let token = rest.trim_ascii();
     (!token.is_empty()).then_some(token)
+}
+
+/// The password of `Basic <base64(user:password)>` (the scheme is case-insensitive).
+fn basic_password(value: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_ascii())
+        .ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    let password = decoded[colon + 1..].to_vec();
+    (!password.is_empty()).then_some(password)
 }
 
 /// How a refused request is answered, for the response body type `B`.
@@ -82,18 +109,50 @@ pub struct HttpRejection;
 impl<B: From<String>> Rejection<B> for HttpRejection {
     fn reject(&self, reason: &'static str) -> Response<B> {
         let body = serde_json::json!({ "error": { "code": "UNAUTHENTICATED", "message": reason } });
-        let mut response = Response::new(B::from(body.to_string()));
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"facewire\""),
+        unauthorized(
+            body.to_string(),
+            "Bearer realm=\"facewire\"",
+            "application/json",
+        )
+    }
+}
+
+/// A 401 with `body`, the `WWW-Authenticate` challenge and the content type.
+fn unauthorized<B: From<String>>(
+    body: String,
+    challenge: &'static str,
+    content_type: &'static str,
+) -> Response<B> {
+    let mut response = Response::new(B::from(body));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Refuses with HTTP 401 and `WWW-Authenticate: Basic`, so a browser asks for
+/// credentials: any user name, the token as the password.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrowserRejection;
+
+impl<B: From<String>> Rejection<B> for BrowserRejection {
+    fn reject(&self, reason: &'static str) -> Response<B> {
+        let body = format!(
+            "Unauthorized: {reason}. In a browser, sign in with any user name and the \
+             facewire token as the password.\n"
         );
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        unauthorized(
+            body,
+            "Basic realm=\"facewire\", charset=\"UTF-8\"",
+            "text/plain; charset=utf-8",
+        )
     }
 }
 
@@ -111,6 +170,8 @@ enum Scope {
 pub struct AuthLayer<R> {
     token: Option<BearerToken>,
     scope: Scope,
+    /// Also accept the token as an HTTP Basic password.
+    basic: bool,
     rejection: R,
 }
 
@@ -121,6 +182,7 @@ impl AuthLayer<GrpcRejection> {
         Self {
             token: token.map(BearerToken::new),
             scope: Scope::Paths(methods.iter().cloned().collect()),
+            basic: false,
             rejection: GrpcRejection,
         }
     }
@@ -133,7 +195,22 @@ impl AuthLayer<HttpRejection> {
         Self {
             token: token.map(BearerToken::new),
             scope: Scope::All,
+            basic: false,
             rejection: HttpRejection,
+        }
+    }
+}
+
+impl AuthLayer<BrowserRejection> {
+    /// For HTTP routes people use from a browser (web page forms): like
+    /// [`AuthLayer::http`], but the token is also accepted as the password of HTTP Basic
+    /// authentication, and a refusal asks the browser for it.
+    pub fn browser(token: Option<&str>) -> Self {
+        Self {
+            token: token.map(BearerToken::new),
+            scope: Scope::All,
+            basic: true,
+            rejection: BrowserRejection,
         }
     }
 }
@@ -182,7 +259,10 @@ where
                 Scope::All => true,
                 Scope::Paths(paths) => paths.iter().any(|p| p == req.uri().path()),
             };
-            if protected && !token.accepts(req.headers().get(AUTHORIZATION)) {
+            let presented = req.headers().get(AUTHORIZATION);
+            let accepted =
+                token.accepts(presented) || (self.layer.basic && token.accepts_basic(presented));
+            if protected && !accepted {
                 let reason = if req.headers().contains_key(AUTHORIZATION) {
                     "the bearer token is not valid"
                 } else {
@@ -271,5 +351,42 @@ mod tests {
         let open = AuthLayer::http(None).layer(echo());
         let r = open.oneshot(request("/x", None)).await.unwrap();
         assert_eq!(r.into_body(), "ok");
+    }
+
+    #[tokio::test]
+    async fn browsers_may_send_the_token_as_a_basic_password() {
+        use base64::Engine;
+        let basic = |credentials: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            )
+        };
+        let svc = AuthLayer::browser(Some("t0k")).layer(echo());
+        let r = svc.clone().oneshot(request("/x", None)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let challenge = r.headers()[http::header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert!(challenge.starts_with("Basic "), "{challenge}");
+        let cases = [
+            (basic("anyone:t0k"), StatusCode::OK),
+            (basic(":t0k"), StatusCode::OK),
+            ("Bearer t0k".to_string(), StatusCode::OK),
+            (basic("t0k:wrong"), StatusCode::UNAUTHORIZED),
+            (basic("t0k"), StatusCode::UNAUTHORIZED),
+            ("Basic !!!".to_string(), StatusCode::UNAUTHORIZED),
+        ];
+        for (auth, want) in cases {
+            let r = svc.clone().oneshot(request("/x", Some(&auth))).await;
+            assert_eq!(r.unwrap().status(), want, "{auth}");
+        }
+        // The API layers take only the bearer scheme.
+        let api = AuthLayer::http(Some("t0k")).layer(echo());
+        let r = api
+            .oneshot(request("/x", Some(&basic("u:t0k"))))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`GrpcServer`]: a tonic server that always carries gRPC health and server
 //!   reflection (v1 and v1alpha, since grpcurl 1.8 speaks only v1alpha) and the request
-//!   metrics layer.
+//!   telemetry layer (metrics, trace context from `traceparent`, one log line per call).
 //! - [`Health`]: the health statuses of one server's services, flipped together.
 //! - [`drain_on`]: the SIGTERM sequence — report NOT_SERVING, wait for load balancers to
 //!   notice, then stop accepting and let in-flight requests finish.
@@ -113,7 +113,7 @@ impl Health {
     }
 }
 
-/// A tonic server with health, reflection and request metrics built in.
+/// A tonic server with health, reflection, request metrics and trace context built in.
 pub struct GrpcServer {
     routes: RoutesBuilder,
     health: Health,
@@ -211,7 +211,7 @@ impl GrpcServer {
         self.health.serving().await;
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .layer(facewire_telemetry::GrpcMetricsLayer)
+            .layer(facewire_telemetry::RequestTelemetryLayer::grpc())
             .layer(tower::util::MapResponseLayer::new(
                 message_limit::rewrite_response::<tonic::body::Body>,
             ))
@@ -248,6 +248,32 @@ pub async fn serve_http(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(ServeError::Http)
+}
+
+/// The routes of an operations port: `/healthz` (liveness: the process answers, and keeps
+/// answering while it drains, so a drain never gets the pod restarted), `/metrics`, and
+/// with `health`, `/readyz` (readiness: 200 while `health` reports SERVING, 503 while a
+/// dependency is down or the process drains).
+pub fn ops_routes(health: Option<Health>) -> axum::Router {
+    let router = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(facewire_telemetry::metrics_router());
+    match health {
+        Some(health) => router.route(
+            "/readyz",
+            axum::routing::get(move || {
+                let serving = health.is_serving();
+                async move {
+                    if serving {
+                        (http::StatusCode::OK, "ready")
+                    } else {
+                        (http::StatusCode::SERVICE_UNAVAILABLE, "not serving")
+                    }
+                }
+            }),
+        ),
+        None => router,
+    }
 }
 
 /// Answers every HTTP request with `Connection: close` once `health` is draining.

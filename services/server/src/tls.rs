@@ -60,6 +60,14 @@ impl std::fmt::Debug for TlsAcceptor {
 }
 
 impl TlsAcceptor {
+    /// The acceptor `config` asks for: `None` (plaintext) when it names no certificate.
+    pub fn from_config(config: &facewire_config::TlsConfig) -> Result<Option<Self>, TlsError> {
+        config
+            .paths()
+            .map(|(cert, key)| Self::from_pem_files(cert, key))
+            .transpose()
+    }
+
     /// Reads a PEM certificate chain (leaf first) and its PEM private key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let read = |path: &Path| {

@@ -170,6 +170,8 @@ pub struct Claim {
     pub path: String,
     /// This attempt's number (1 for the first); finishing must quote it.
     pub attempt: i32,
+    /// When the image was submitted, in milliseconds since the epoch.
+    pub created_at: i64,
 }
 
 /// The result of one processing attempt.
@@ -315,7 +317,7 @@ impl Store {
     pub async fn claim(&self, ids: Vec<i64>) -> Result<Vec<Claim>, StoreError> {
         with_conn!(self, |conn| {
             let now = now_millis();
-            let claimed: Vec<(i64, String, i32)> =
+            let claimed: Vec<(i64, String, i32, i64)> =
                 diesel::update(images::table.filter(images::id.eq_any(&ids)).filter(
                     images::status.eq_any([
                         ImageStatus::Pending.as_str(),
@@ -327,11 +329,21 @@ impl Store {
                     images::attempts.eq(images::attempts + 1),
                     images::updated_at.eq(now),
                 ))
-                .returning((images::id, images::path, images::attempts))
+                .returning((
+                    images::id,
+                    images::path,
+                    images::attempts,
+                    images::created_at,
+                ))
                 .get_results(conn)?;
             let mut claims: Vec<Claim> = claimed
                 .into_iter()
-                .map(|(id, path, attempt)| Claim { id, path, attempt })
+                .map(|(id, path, attempt, created_at)| Claim {
+                    id,
+                    path,
+                    attempt,
+                    created_at,
+                })
                 .collect();
             claims.sort_by_key(|c| c.id);
             Ok(claims)

@@ -58,6 +58,11 @@ async fn transitions_are_idempotent(store: Store) {
     let claims = store.claim(ids.clone()).await.unwrap();
     assert_eq!(claims.len(), 3);
     assert!(claims.iter().all(|c| c.attempt == 1));
+    // A claim carries the submission time (for the submit-to-done latency).
+    assert!(claims
+        .iter()
+        .zip(&recs)
+        .all(|(c, r)| c.created_at == r.created_at));
 
     let people = vec![PersonFound {
         name: "ada".into(),

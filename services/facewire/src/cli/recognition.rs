@@ -9,21 +9,25 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use facewire_config::StorageConfig;
 use facewire_proto::v1 as pb;
+use facewire_proto::BearerAuth;
 use facewire_recognition::{
     load_recognizer, RecognitionConfig, RecognizedFace, RecognizerArgs, Roster,
 };
 use facewire_server::CancellationToken;
 use facewire_storage::{Store, StoreOptions};
 use pb::recognition_service_client::RecognitionServiceClient;
-use tonic::transport::Channel;
+use tonic::{codegen::InterceptedService, transport::Channel};
 
 /// Where the gallery commands act: a running service, or the local database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GalleryTarget {
-    /// URL of a running recognition service (e.g. http://127.0.0.1:50052). Default:
-    /// work directly on the database, with the models loaded in this process.
+    /// URL of a running recognition service (e.g. http://127.0.0.1:50052, or https://
+    /// for TLS). Default: work directly on the database, with the models loaded in this
+    /// process.
     #[arg(long, env = "FACEWIRE_RECOGNITION_URL")]
     pub server: Option<String>,
+    #[command(flatten)]
+    pub access: super::ClientArgs,
     #[command(flatten)]
     pub storage: StorageConfig,
     #[command(flatten)]
@@ -74,7 +78,13 @@ pub async fn serve(config: RecognitionConfig) -> anyhow::Result<ExitCode> {
         .await
         .context("opening the database")?;
     let service = facewire_recognition::Recognition::build(&config, store).await?;
-    println!("recognition: gRPC on {}", service.grpc_addr());
+    match service.http_addr() {
+        Some(http) => println!(
+            "recognition: gRPC on {} · HTTP on {http}",
+            service.grpc_addr()
+        ),
+        None => println!("recognition: gRPC on {}", service.grpc_addr()),
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(facewire_server::drain_on(
         facewire_server::termination_signal(),
@@ -89,13 +99,21 @@ pub async fn serve(config: RecognitionConfig) -> anyhow::Result<ExitCode> {
 
 const CLIENT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-async fn client(url: &str) -> anyhow::Result<RecognitionServiceClient<Channel>> {
-    let client = RecognitionServiceClient::connect(url.to_string())
+/// A recognition client whose calls carry the bearer token, when one is configured.
+type Client = RecognitionServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+async fn client(url: &str, access: &super::ClientArgs) -> anyhow::Result<Client> {
+    let options = access.options()?;
+    let channel = options
+        .endpoint(url)?
+        .connect()
         .await
         .with_context(|| format!("connecting to the recognition service at {url}"))?;
-    Ok(client
-        .max_decoding_message_size(CLIENT_MESSAGE_BYTES)
-        .max_encoding_message_size(CLIENT_MESSAGE_BYTES))
+    Ok(
+        RecognitionServiceClient::with_interceptor(channel, options.bearer()?)
+            .max_decoding_message_size(CLIENT_MESSAGE_BYTES)
+            .max_encoding_message_size(CLIENT_MESSAGE_BYTES),
+    )
 }
 
 async fn store(target: &GalleryTarget) -> anyhow::Result<Store> {
@@ -150,7 +168,7 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
     }
     let lines: Vec<Result<String, String>> = match &args.target.server {
         Some(url) => {
-            let response = client(url)
+            let response = client(url, &args.target.access)
                 .await?
                 .enroll(pb::EnrollRequest {
                     name: args.name.clone(),
@@ -215,7 +233,7 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
 /// `facewire people`: `NAME<TAB>FACES` per person.
 pub async fn people(args: PeopleArgs) -> anyhow::Result<ExitCode> {
     let people: Vec<(String, i64)> = match &args.target.server {
-        Some(url) => client(url)
+        Some(url) => client(url, &args.target.access)
             .await?
             .list_people(pb::ListPeopleRequest {})
             .await
@@ -244,7 +262,7 @@ pub async fn people(args: PeopleArgs) -> anyhow::Result<ExitCode> {
 pub async fn forget(args: ForgetArgs) -> anyhow::Result<ExitCode> {
     let removed = match &args.target.server {
         Some(url) => {
-            client(url)
+            client(url, &args.target.access)
                 .await?
                 .remove_person(pb::RemovePersonRequest {
                     name: args.name.clone(),
@@ -282,7 +300,7 @@ pub async fn recognize(args: RecognizeArgs) -> anyhow::Result<ExitCode> {
     let files = read_all(&args.images, &mut failures);
     match &args.target.server {
         Some(url) => {
-            let mut client = client(url).await?;
+            let mut client = client(url, &args.target.access).await?;
             for (path, bytes) in files {
                 let Some(image) = bytes else { continue };
                 match client.recognize(pb::RecognizeRequest { image }).await {

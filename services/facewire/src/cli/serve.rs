@@ -6,7 +6,7 @@ use std::{process::ExitCode, sync::Arc};
 use anyhow::Context;
 use facewire_config::{QueueConfig, StorageConfig};
 use facewire_queue::WorkQueue;
-use facewire_server::CancellationToken;
+use facewire_server::{tls::TlsAcceptor, CancellationToken};
 use facewire_storage::{Store, StoreOptions};
 
 /// Opens the database (running migrations) and the work queue.
@@ -24,47 +24,25 @@ pub async fn open_backends(
     Ok((store, queue))
 }
 
-/// `/healthz` and `/metrics`: the HTTP side of services that serve no HTTP API.
-fn ops_routes() -> axum::Router {
-    axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .merge(facewire_telemetry::metrics_router())
-}
-
 /// `facewire receiver`.
 pub async fn receiver(config: facewire_receiver::ReceiverConfig) -> anyhow::Result<ExitCode> {
-    let (store, queue) = open_backends(&config.storage, &config.queue).await?;
-    let receiver = facewire_receiver::Receiver::build(&config, store, queue).await?;
-    let signal = facewire_server::termination_signal();
-    println!(
-        "receiver: gRPC on {} · HTTP on {}",
-        receiver.grpc_addr(),
-        receiver.http_addr()
-    );
-    let shutdown = CancellationToken::new();
-    tokio::spawn(facewire_server::drain_on(
-        signal,
-        vec![receiver.health()],
-        config.drain.delay(),
-        shutdown.clone(),
-    ));
-    receiver.run_until_stopped(shutdown).await?;
-    tracing::info!("receiver stopped");
+    facewire_receiver::serve(config).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `facewire reconciler`.
 pub async fn reconciler(config: facewire_reconciler::ReconcilerConfig) -> anyhow::Result<ExitCode> {
+    let tls = TlsAcceptor::from_config(&config.tls)?;
     let (store, queue) = open_backends(&config.storage, &config.queue).await?;
     let listener = facewire_server::bind(config.http.http_addr).await?;
     let signal = facewire_server::termination_signal();
     println!("reconciler: HTTP on {}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
-    let router = ops_routes();
-    let http = tokio::spawn(facewire_server::serve_http(
+    let http = tokio::spawn(facewire_server::serve_http_tls(
         listener,
-        router,
+        facewire_server::ops_routes(None),
         shutdown.clone(),
+        tls,
     ));
     let sweeper = facewire_reconciler::Reconciler::new(store, queue, config.sweep.clone());
     let stop = shutdown.clone();
@@ -77,12 +55,14 @@ pub async fn reconciler(config: facewire_reconciler::ReconcilerConfig) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
-/// `facewire processor`: the queue consumer, with gRPC health and HTTP `/metrics`.
+/// `facewire processor`: the queue consumer, with gRPC health and the HTTP operations
+/// port (`/healthz`, `/readyz`, `/metrics`), both over TLS when a certificate is set.
 pub async fn processor(config: facewire_processor::ProcessorConfig) -> anyhow::Result<ExitCode> {
+    let tls = TlsAcceptor::from_config(&config.tls)?;
     let (store, queue) = open_backends(&config.storage, &config.queue).await?;
     let processor =
         facewire_processor::Processor::new(store, queue, &config.image_root, config.work.clone())?;
-    let grpc = facewire_server::GrpcServer::new();
+    let grpc = facewire_server::GrpcServer::new().tls(tls.clone());
     let health = grpc.health();
     let grpc_listener = facewire_server::bind(config.grpc.grpc_addr).await?;
     let http_listener = facewire_server::bind(config.http.http_addr).await?;
@@ -95,16 +75,17 @@ pub async fn processor(config: facewire_processor::ProcessorConfig) -> anyhow::R
     let shutdown = CancellationToken::new();
     tokio::spawn(facewire_server::drain_on(
         signal,
-        vec![health],
+        vec![health.clone()],
         config.drain.delay(),
         shutdown.clone(),
     ));
-    let router = ops_routes();
+    let router = facewire_server::ops_routes(Some(health));
     let grpc_task = tokio::spawn(grpc.serve(grpc_listener, shutdown.clone()));
-    let http_task = tokio::spawn(facewire_server::serve_http(
+    let http_task = tokio::spawn(facewire_server::serve_http_tls(
         http_listener,
         router,
         shutdown.clone(),
+        tls,
     ));
     processor.run(shutdown).await;
     grpc_task.await??;

@@ -26,13 +26,15 @@ pub struct SubmitArgs {
     /// Wait until every image is processed, then print the people found.
     #[arg(long)]
     wait: bool,
-    /// The receiver's gRPC URL.
+    /// The receiver's gRPC URL (`https://` for TLS).
     #[arg(
         long,
         env = "FACEWIRE_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
+    #[command(flatten)]
+    access: super::ClientArgs,
     /// Paths per SubmitImages call.
     #[arg(long, default_value_t = 100)]
     batch: usize,
@@ -121,7 +123,8 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if paths.is_empty() {
         anyhow::bail!("no image files found in the given paths");
     }
-    let mut client = FacewireClient::connect(args.server.clone()).await?;
+    let mut client =
+        FacewireClient::connect_with(args.server.clone(), args.access.options()?).await?;
     let submitting = bar(paths.len(), "submit");
     let mut accepted: BTreeMap<i64, Image> = BTreeMap::new();
     let mut refused: Vec<(String, String)> = Vec::new();

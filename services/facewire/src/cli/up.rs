@@ -1,10 +1,21 @@
 //! `facewire up`: every service in one process on the embedded default (SQLite in the
 //! data dir, the in-process queue). Each service is the same library code that runs as
 //! a separate process in production; only the wiring here is shared.
+//!
+//! With no settings everything is plaintext and open, for a laptop. With
+//! `FACEWIRE_TLS_CERT`/`FACEWIRE_TLS_KEY`, every listener (gRPC, JSON, recognition, the
+//! web page) serves TLS with that certificate; with `FACEWIRE_AUTH_TOKEN`, every service
+//! requires the token on its writes. The services inside also call each other through
+//! those listeners, so they trust `FACEWIRE_TLS_CA` (default: the certificate itself,
+//! which works when it is self-signed), check it against `FACEWIRE_TLS_SERVER_NAME`
+//! (default `localhost`), and send the token.
 
 use std::{path::PathBuf, process::ExitCode};
 
-use facewire_config::{DrainConfig, GrpcListen, HttpListen, QueueConfig, StorageConfig};
+use facewire_config::{
+    AuthConfig, ClientTlsConfig, DrainConfig, GrpcListen, HttpListen, QueueConfig, StorageConfig,
+    TlsConfig,
+};
 use facewire_frontend::{Frontend, FrontendConfig};
 use facewire_processor::{Processor, WorkConfig};
 use facewire_receiver::{Limits, Receiver, ReceiverConfig};
@@ -31,6 +42,12 @@ pub struct UpArgs {
     limits: Limits,
     #[command(flatten)]
     sweep: SweepConfig,
+    #[command(flatten)]
+    tls: TlsConfig,
+    #[command(flatten)]
+    client_tls: ClientTlsConfig,
+    #[command(flatten)]
+    auth: AuthConfig,
     /// Directory that submitted paths are relative to and confined to.
     #[arg(long, env = "FACEWIRE_IMAGE_ROOT", default_value = ".")]
     image_root: PathBuf,
@@ -70,7 +87,11 @@ impl UpArgs {
                 oversize: facewire_recognition::OversizePolicy::Refuse,
             },
             drain: self.drain.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
             grpc_addr: self.recognition_addr,
+            // /healthz, /readyz and /metrics are on the receiver's HTTP port.
+            http_addr: None,
             known_people: self.known_people.clone(),
             gallery_poll_seconds: 2.0,
             max_batch: 64,
@@ -78,9 +99,39 @@ impl UpArgs {
         }
     }
 
+    /// `http` or `https`: how the services inside call each other.
+    fn scheme(&self) -> &'static str {
+        if self.tls.paths().is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// How the services inside trust each other's listeners (see the module docs).
+    fn internal_tls(&self) -> ClientTlsConfig {
+        if self.tls.paths().is_none() {
+            return self.client_tls.clone();
+        }
+        ClientTlsConfig {
+            tls_ca: self
+                .client_tls
+                .tls_ca
+                .clone()
+                .or_else(|| self.tls.tls_cert.clone()),
+            tls_server_name: self
+                .client_tls
+                .tls_server_name
+                .clone()
+                .or_else(|| Some("localhost".to_string())),
+        }
+    }
+
     fn work(&self, recognition_url: String) -> WorkConfig {
         WorkConfig {
             recognition_url,
+            recognition_tls: self.internal_tls(),
+            auth: self.auth.clone(),
             prefetch: 32,
             batch: 8,
             batch_wait_ms: 20,
@@ -106,12 +157,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         limits: args.limits.clone(),
         image_root: args.image_root.clone(),
         legacy_api_only: false,
-        // `up` is the laptop setup: plaintext, no token.
-        tls: Default::default(),
-        auth: Default::default(),
+        tls: args.tls.clone(),
+        auth: args.auth.clone(),
     };
+    let scheme = args.scheme();
     let recognition = Recognition::build(&args.recognition(), store.clone()).await?;
-    let recognition_url = format!("http://{}", recognition.grpc_addr());
+    let recognition_url = format!("{scheme}://{}", recognition.grpc_addr());
     let receiver = Receiver::build(&receiver_config, store.clone(), queue.clone()).await?;
     let processor = Processor::new(
         store.clone(),
@@ -121,12 +172,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     )?;
     let frontend = Frontend::build(&FrontendConfig {
         http_addr: args.web_addr,
-        receiver_url: format!("http://{}", receiver.grpc_addr()),
+        receiver_url: format!("{scheme}://{}", receiver.grpc_addr()),
         recognition_url: recognition_url.clone(),
         image_root: args.image_root.clone(),
         max_image_bytes: args.limits.max_image_bytes,
         max_upload_bytes: 32 * 1024 * 1024,
         drain: args.drain.clone(),
+        tls: args.tls.clone(),
+        client_tls: args.internal_tls(),
+        auth: args.auth.clone(),
     })
     .await?;
     let signal = facewire_server::termination_signal();
@@ -137,7 +191,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         recognition.grpc_addr(),
         frontend.http_addr()
     );
-    println!("web page: http://{}/", frontend.http_addr());
+    println!("web page: {scheme}://{}/", frontend.http_addr());
     println!(
         "database {} · queue {}",
         facewire_storage::redact(&args.storage.database_url()),
