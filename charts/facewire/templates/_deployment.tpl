@@ -1,6 +1,7 @@
 {{/*
-One facewire service as a Deployment. Every service runs the same image and binary with its
-own subcommand. Call with (dict "root" $ "component" "receiver").
+One facewire service as a Deployment. Every service runs the same image: the `facewire`
+binary with its own subcommand, except the receiver, which runs the lean
+`facewire-receiver`. Call with (dict "root" $ "component" "receiver").
   grpc:   whether the service serves gRPC (and so gets native gRPC probes)
   images: whether it needs the shared image volume
 */}}
@@ -60,7 +61,12 @@ spec:
         - name: {{ $component }}
           image: {{ include "facewire.image" (dict "root" $root "image" $svc.image) | quote }}
           imagePullPolicy: {{ $svc.image.pullPolicy }}
+          {{- if eq $component "receiver" }}
+          # The lean receiver binary: no OpenCV mapped, a third of the all-in-one's memory.
+          command: ["/usr/local/bin/facewire-receiver"]
+          {{- else }}
           args: [{{ $component | quote }}]
+          {{- end }}
           securityContext:
             {{- toYaml $root.Values.securityContext | nindent 12 }}
           ports:

@@ -31,7 +31,7 @@ struct Args {
     /// Timed recognitions per measurement.
     #[arg(long, default_value_t = 300)]
     iterations: usize,
-    /// Parts to run: accuracy, latency, scaling, memory (default: all).
+    /// Parts to run: accuracy, latency, stages, scaling, memory (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -54,6 +54,9 @@ fn main() -> anyhow::Result<()> {
     let image = one_face_vga(&args)?;
     if wants("latency") {
         latency(&recognizer, &options, &image, args.iterations)?;
+    }
+    if wants("stages") {
+        stages(&args, &image)?;
     }
     if wants("scaling") {
         scaling(&recognizer, &image, args.iterations)?;
@@ -220,6 +223,60 @@ fn latency(
         "{cores} callers, {cores} workers: {:.1} images/s",
         (per_thread * cores) as f64 / start.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Where the time of one image goes: decode, detect (YuNet) and embed (align + SFace),
+/// each timed alone, with OpenCV's own thread pool and with one thread.
+fn stages(args: &Args, image: &[u8]) -> anyhow::Result<()> {
+    use facewire_recognition::{
+        detect::Detector, embed::Embedder, recognizer, DetectorOptions, ImageLimits,
+    };
+    println!(
+        "\n## where the time goes (640 × 480, one face; median of {} runs)",
+        args.iterations
+    );
+    println!("| OpenCV threads | decode | detect (YuNet) | embed (align + SFace) |");
+    println!("|---|---|---|---|");
+    let mut detector = Detector::load(
+        &args.model_dir.join(recognizer::DETECTOR_MODEL),
+        DetectorOptions::default(),
+    )?;
+    let mut embedder = Embedder::load(&args.model_dir.join(recognizer::EMBEDDER_MODEL))?;
+    let limits = ImageLimits::default();
+    let default_threads = opencv::core::get_num_threads()?;
+    for threads in [default_threads, 1] {
+        opencv::core::set_num_threads(threads)?;
+        let median = |mut f: Box<dyn FnMut() -> anyhow::Result<()> + '_>| -> anyhow::Result<f64> {
+            for _ in 0..5 {
+                f()?;
+            }
+            let mut times = Vec::with_capacity(args.iterations);
+            for _ in 0..args.iterations {
+                let start = Instant::now();
+                f()?;
+                times.push(start.elapsed());
+            }
+            times.sort();
+            Ok(percentile(&times, 0.5))
+        };
+        let decoded = facewire_recognition::image::decode(image, &limits)?;
+        let face = detector.detect(&decoded)?.remove(0);
+        let decode = median(Box::new(|| {
+            facewire_recognition::image::decode(image, &limits)?;
+            Ok(())
+        }))?;
+        let detect = median(Box::new(|| {
+            detector.detect(&decoded)?;
+            Ok(())
+        }))?;
+        let embed = median(Box::new(|| {
+            embedder.embed(&decoded, &face)?;
+            Ok(())
+        }))?;
+        println!("| {threads} | {decode:.1} ms | {detect:.1} ms | {embed:.1} ms |");
+    }
+    opencv::core::set_num_threads(default_threads)?;
     Ok(())
 }
 
