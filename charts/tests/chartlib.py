@@ -18,8 +18,11 @@ CHART = Path(__file__).resolve().parent.parent / "facewire"
 KUBE_VERSION = os.environ.get("FACEWIRE_KUBE_VERSION", "1.35.0")
 RELEASE = "demo"
 NAMESPACE = "facewire"
-SERVICES = ("receiver", "processor", "recognition", "frontend")
+SERVICES = ("receiver", "processor", "recognition", "frontend", "reconciler")
 GRPC_SERVICES = ("receiver", "processor", "recognition")
+# Services with an HTTP port only; the reconciler has no /readyz, so its readiness is /healthz.
+HTTP_SERVICES = ("frontend", "reconciler")
+READINESS_PATH = {"frontend": "/readyz", "reconciler": "/healthz"}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

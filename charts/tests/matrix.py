@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SERVICES = ("receiver", "processor", "recognition", "frontend")
+SERVICES = ("receiver", "processor", "recognition", "frontend", "reconciler")
 
 EXTERNAL = {
     "postgresql": {"enabled": False},
@@ -36,6 +36,7 @@ MATRIX: dict[str, dict[str, Any]] = {
         "processor": {"replicaCount": 3, **strategy(1, 0)},
         "recognition": {"replicaCount": 4, **strategy(2, 0)},
         "frontend": {"replicaCount": 2, **strategy(0, 1)},
+        "reconciler": {"replicaCount": 3, **strategy(1, 1)},
     },
     # The tutorial's warning: a single node may not fit a surge pod, so replace one at a time.
     "single-node": each({"replicaCount": 1, **strategy(0, 1)}),
@@ -81,7 +82,9 @@ MATRIX: dict[str, dict[str, Any]] = {
         "recognition": {"replicaCount": 3, **strategy(1, 1),
                         "podDisruptionBudget": {"enabled": True, "minAvailable": 2}},
         "frontend": {"replicaCount": 2, "podDisruptionBudget": {"enabled": False}},
+        "reconciler": {"replicaCount": 2, **strategy(0, 1)},
         "imagePullSecrets": [{"name": "registry"}],
-        "config": {"drainSeconds": 45, "extraEnv": {"FACEWIRE_PREFETCH": "32"}},
+        "config": {"drainSeconds": 45, "reconcileAfterSeconds": 300, "reconcileIntervalSeconds": 30,
+                   "extraEnv": {"FACEWIRE_PREFETCH": "32"}},
     },
 }

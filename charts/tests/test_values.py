@@ -12,6 +12,8 @@ import pytest
 
 from chartlib import (
     GRPC_SERVICES,
+    HTTP_SERVICES,
+    READINESS_PATH,
     SERVICES,
     container,
     deployment,
@@ -42,6 +44,9 @@ from matrix import EXTERNAL, each
         {"tls": {"enabled": 1}},
         {"database": {"url": "mysql://db/facewire"}},
         {"receiver": {"service": {"grpcPort": 70000}}},
+        {"reconciler": {"replicaCount": "1"}},
+        {"config": {"reconcileAfterSeconds": "60s"}},
+        {"config": {"reconcileIntervalSeconds": 0}},
     ],
     ids=lambda v: repr(v),
 )
@@ -61,6 +66,8 @@ def test_schema_rejects_wrong_types(bad: dict) -> None:
         {"postgresql": {"auth": {"pasword": "x"}}},
         {"networkPolicy": {"enable": True}},
         {"tls": {"secret": "x"}},
+        {"reconciler": {"replicas": 1}},
+        {"reconciler": {"deadlineSeconds": 60}},
     ],
     ids=lambda v: repr(v),
 )
@@ -196,7 +203,7 @@ def test_an_explicit_grace_period_too_short_to_drain_is_refused() -> None:
     assert pod["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
 
 
-def test_grpc_services_get_native_grpc_readiness_and_frontend_http() -> None:
+def test_grpc_services_get_native_grpc_readiness_and_http_only_services_http() -> None:
     objects = render()
     for svc in GRPC_SERVICES:
         ctr = container(deployment(objects, svc))
@@ -204,9 +211,13 @@ def test_grpc_services_get_native_grpc_readiness_and_frontend_http() -> None:
         assert {p["name"]: p["containerPort"] for p in ctr["ports"]} == {"grpc": 50051, "http": 8080}
     assert container(deployment(objects, "receiver"))["readinessProbe"]["grpc"]["service"] == "facewire.v1.ImageService"
     assert container(deployment(objects, "recognition"))["readinessProbe"]["grpc"]["service"] == "facewire.v1.RecognitionService"
-    front = container(deployment(objects, "frontend"))
-    assert front["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTP"}
-    assert [p["name"] for p in front["ports"]] == ["http"]
+    for svc in HTTP_SERVICES:
+        ctr = container(deployment(objects, svc))
+        assert ctr["readinessProbe"]["httpGet"] == {"path": READINESS_PATH[svc], "port": "http",
+                                                    "scheme": "HTTP"}, svc
+        assert [p["name"] for p in ctr["ports"]] == ["http"], svc
+    # The reconciler's operations port has no /readyz (facewire_server::ops_routes(None)).
+    assert container(deployment(objects, "reconciler"))["readinessProbe"]["httpGet"]["path"] == "/healthz"
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
@@ -247,6 +258,69 @@ def test_every_service_runs_its_own_subcommand() -> None:
             assert c["args"] == [svc]
     job = find(objects, "Job", "demo-facewire-migrate")
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+
+
+# --- the reconciler ------------------------------------------------------------------------
+
+
+def test_reconciler_deployment_follows_its_values() -> None:
+    """Without the reconciler, an image whose publish failed stays pending forever."""
+    spec = deployment(render(), "reconciler")["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    values = helm.parse_set_string("reconciler.replicaCount=3,reconciler.strategy.rollingUpdate.maxSurge=0,"
+                                   "reconciler.strategy.rollingUpdate.maxUnavailable=1")
+    objects = render(values)
+    dep = deployment(objects, "reconciler")
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    recreate = deployment(render({"reconciler": {"strategy": {"type": "Recreate"}}}), "reconciler")
+    assert recreate["spec"]["strategy"] == {"type": "Recreate"}
+    ctr = container(dep)
+    assert ctr["args"] == ["reconciler"] and "command" not in ctr
+    assert ctr["image"].startswith("facewire/facewire:")
+    # HTTP only: no gRPC port or probe; readiness and liveness on the operations port.
+    assert ctr["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert ctr["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTP"}
+    assert ctr["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTP"}
+    # It reads no image files.
+    pod = dep["spec"]["template"]["spec"]
+    assert "images" not in {v["name"] for v in pod["volumes"]}
+    # A metrics Service, selecting the reconciler's pods.
+    svc = find(objects, "Service", "demo-facewire-reconciler")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http",
+                                     "protocol": "TCP", "appProtocol": "http"}]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert all(labels[k] == v for k, v in svc["spec"]["selector"].items())
+    assert labels["app.kubernetes.io/component"] == "reconciler"
+
+
+def test_reconciler_gets_its_deadline_interval_and_backends() -> None:
+    env = env_of(render(EXTERNAL), "reconciler")
+    assert env["FACEWIRE_RECONCILE_AFTER_SECONDS"] == "60"
+    assert env["FACEWIRE_RECONCILE_INTERVAL_SECONDS"] == "10"
+    assert env["FACEWIRE_DATABASE_URL"] == EXTERNAL["database"]["url"]
+    assert env["FACEWIRE_AMQP_URL"] == EXTERNAL["broker"]["url"]
+    # The same database, broker and queue as the processors that consume what it re-queues.
+    processor = env_of(render(EXTERNAL), "processor")
+    for key in ("FACEWIRE_DATABASE_URL", "FACEWIRE_AMQP_URL"):
+        assert env[key] == processor[key], key
+    assert env.get("FACEWIRE_QUEUE") == processor.get("FACEWIRE_QUEUE")
+    tuned = render({**EXTERNAL, "config": {"reconcileAfterSeconds": 300, "reconcileIntervalSeconds": 2.5,
+                                           "extraEnv": {"FACEWIRE_QUEUE": "fw.images"}}})
+    env = env_of(tuned, "reconciler")
+    assert env["FACEWIRE_RECONCILE_AFTER_SECONDS"] == "300"
+    assert env["FACEWIRE_RECONCILE_INTERVAL_SECONDS"] == "2.5"
+    assert env["FACEWIRE_QUEUE"] == env_of(tuned, "processor")["FACEWIRE_QUEUE"] == "fw.images"
+    # Plain digits, never Go's 1e+06.
+    big = env_of(render({"config": {"reconcileAfterSeconds": 1000000}}), "reconciler")
+    assert big["FACEWIRE_RECONCILE_AFTER_SECONDS"] == "1000000"
+    setted = env_of(render(helm.parse_set_string("config.reconcileIntervalSeconds=30")), "reconciler")
+    assert setted["FACEWIRE_RECONCILE_INTERVAL_SECONDS"] == "30"
+    # Changing the deadline is a configuration change: the reconciler's pods roll.
+    assert (checksums({"config": {"reconcileAfterSeconds": 120}})["reconciler"]["checksum/config"]
+            != checksums({})["reconciler"]["checksum/config"])
 
 
 # --- services and wiring ------------------------------------------------------------------
@@ -322,7 +396,7 @@ def test_hpa_off_renders_no_autoscaler() -> None:
     assert kinds(render(), "HorizontalPodAutoscaler") == []
     on = render(each({"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3,
                                       "targetCPUUtilizationPercentage": 80}}))
-    assert len(kinds(on, "HorizontalPodAutoscaler")) == 4
+    assert len(kinds(on, "HorizontalPodAutoscaler")) == len(SERVICES)
 
 
 # --- migration hook and in-chart databases --------------------------------------------------
@@ -362,7 +436,7 @@ def test_every_pod_is_locked_down() -> None:
     pods = [(o["metadata"]["name"], o["spec"]["template"]["spec"]) for o in objects
             if o["kind"] in ("Deployment", "StatefulSet", "Job")]
     pods += [(o["metadata"]["name"], o["spec"]) for o in kinds(objects, "Pod")]
-    assert len(pods) == 4 + 2 + 1 + 1
+    assert len(pods) == len(SERVICES) + 2 + 1 + 1
     for name, pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["automountServiceAccountToken"] is False, name
@@ -394,7 +468,8 @@ def test_tls_mounts_the_secret_and_switches_probes_and_urls() -> None:
         assert env["FACEWIRE_TLS_CA"] == "/etc/facewire/tls/ca.crt"
         # kubelet gRPC probes are plaintext only.
         assert "grpc" not in ctr["readinessProbe"]
-        assert ctr["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTPS"}
+        assert ctr["readinessProbe"]["httpGet"] == {"path": READINESS_PATH.get(svc, "/readyz"),
+                                                    "port": "http", "scheme": "HTTPS"}, svc
     assert env_of(objects, "processor")["FACEWIRE_RECOGNITION_URL"].startswith("https://")
     assert env_of(objects, "frontend")["FACEWIRE_RECEIVER_URL"].startswith("https://")
     assert env_of(objects, "frontend")["FACEWIRE_RECOGNITION_URL"].startswith("https://")
@@ -438,6 +513,15 @@ def test_network_policy_lets_only_the_processor_reach_recognition() -> None:
     assert all(test_pod[k] == v for k, v in checker[0].items())
     # Nobody may reach recognition without a `from`: every rule names its peers.
     assert all(rule.get("from") for rule in rec["ingress"])
+    # The reconciler takes no requests: only the health check, on the HTTP port.
+    recon = policies["demo-facewire-reconciler"]
+    assert recon["ingress"] == [{"from": [{"podSelector": {"matchLabels": checker[0]}}],
+                                 "ports": [{"port": "http", "protocol": "TCP"}]}]
+    # It must reach the in-chart database and broker, like every facewire service.
+    for backend in ("postgresql", "rabbitmq"):
+        exprs = policies[f"demo-facewire-{backend}"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"]
+        components = next(e["values"] for e in exprs if e["key"] == "app.kubernetes.io/component")
+        assert set(SERVICES) <= set(components), backend
 
 
 # --- helm test and NOTES ------------------------------------------------------------------
@@ -454,6 +538,7 @@ def test_helm_test_pod_checks_every_service() -> None:
         assert f"check {target}" in script
     assert "grpc.health.v1.Health/Check" in script
     assert "http://demo-facewire-frontend:8080/readyz" in script
+    assert "http://demo-facewire-reconciler:8080/healthz" in script
     assert pod["spec"]["containers"][0]["image"].startswith("fullstorydev/grpcurl:")
 
 

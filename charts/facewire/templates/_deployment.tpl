@@ -2,14 +2,19 @@
 One facewire service as a Deployment. Every service runs the same image: the `facewire`
 binary with its own subcommand, except the receiver, which runs the lean
 `facewire-receiver`. Call with (dict "root" $ "component" "receiver").
-  grpc:   whether the service serves gRPC (and so gets native gRPC probes)
+  grpc:   whether the service serves gRPC (and so gets native gRPC probes); the frontend and
+          the reconciler serve HTTP only
+  readyz: whether its operations port serves /readyz; the reconciler serves only /healthz and
+          /metrics, so its readiness is /healthz (it takes no traffic: readiness only says it
+          started, i.e. reached the database and the broker)
   images: whether it needs the shared image volume
 */}}
 {{- define "facewire.deployment" -}}
 {{- $root := .root }}
 {{- $component := .component }}
 {{- $svc := index $root.Values $component }}
-{{- $grpc := ne $component "frontend" }}
+{{- $grpc := not (has $component (list "frontend" "reconciler")) }}
+{{- $readyz := ne $component "reconciler" }}
 {{- $images := or (eq $component "receiver") (eq $component "processor") }}
 {{- $ctx := dict "root" $root "component" $component }}
 apiVersion: apps/v1
@@ -105,11 +110,12 @@ spec:
             periodSeconds: 5
             failureThreshold: 2
           {{- else }}
-          {{- /* The frontend has no gRPC, and kubelet gRPC probes cannot speak TLS; /readyz
-          reports the same health (NOT_SERVING while a dependency is down or draining). */}}
+          {{- /* The frontend and the reconciler have no gRPC, and kubelet gRPC probes cannot
+          speak TLS; /readyz reports the same health (NOT_SERVING while a dependency is down or
+          draining). The reconciler has no /readyz: its /healthz answers once it is up. */}}
           readinessProbe:
             httpGet:
-              path: /readyz
+              path: {{ ternary "/readyz" "/healthz" $readyz }}
               port: http
               scheme: {{ $scheme }}
             periodSeconds: 5

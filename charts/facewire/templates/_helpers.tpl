@@ -147,7 +147,7 @@ Call with (list $ "postgres-password" .Values.postgresql.auth.password).
 
 {{/* Checks that span several values and that a JSON schema cannot express. */}}
 {{- define "facewire.validate" -}}
-{{- range $component := list "receiver" "processor" "recognition" "frontend" }}
+{{- range $component := list "receiver" "processor" "recognition" "frontend" "reconciler" }}
 {{- $svc := index $.Values $component }}
 {{- if eq $svc.strategy.type "RollingUpdate" }}
 {{- $ru := $svc.strategy.rollingUpdate }}
