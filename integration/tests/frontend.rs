@@ -488,5 +488,20 @@ async fn the_real_pipeline_shows_the_right_names_live() {
         !text.as_str().unwrap_or_default().contains("unreachable"),
         "{text}"
     );
+    // Each person shows the face they were enrolled with: a loaded 112 x 112 crop.
+    for name in ["John_Salley", "John_Simm"] {
+        let width = browser
+            .wait_for(
+                &format!("a loaded face picture of {name}"),
+                "const row = [...document.querySelectorAll('#people tbody tr')]                    .find(r => r.querySelector('td.name').textContent === arguments[0]);                  const img = row && [...row.querySelectorAll('td.crops img')]                    .find(i => i.complete && i.naturalWidth > 0);                  return img ? img.naturalWidth : null;",
+                json!([name]),
+                SHOW,
+            )
+            .await;
+        assert_eq!(width, json!(112), "{name}");
+    }
+    browser
+        .screenshot(Path::new("/tmp/frontend-people.png"))
+        .await;
     browser.close().await;
 }

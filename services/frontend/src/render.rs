@@ -359,6 +359,45 @@ pub struct Person {
     pub name: String,
     /// How many faces are enrolled.
     pub face_count: i32,
+    /// The enrolled faces, or `None` when they could not be listed.
+    pub faces: Option<Vec<FaceThumb>>,
+}
+
+/// One enrolled face of a person on the people page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaceThumb {
+    /// The face's id.
+    pub id: i64,
+    /// False for faces enrolled before pictures of them were kept.
+    pub has_crop: bool,
+}
+
+/// Where the page loads the picture of face `id` of `person` from.
+pub fn face_crop_href(person: &str, id: i64) -> String {
+    format!("/people/{}/faces/{id}.jpg", encode_query_value(person))
+}
+
+/// The pictures of a person's faces, with a placeholder for faces without one.
+fn face_crops(person: &str, faces: &[FaceThumb]) -> String {
+    let mut out = String::new();
+    for face in faces {
+        if face.has_crop {
+            let _ = write!(
+                out,
+                "<img class=\"crop\" src=\"{src}\" alt=\"face {id} of {name}\" width=\"56\" height=\"56\">",
+                src = escape(&face_crop_href(person, face.id)),
+                id = face.id,
+                name = escape(person),
+            );
+        } else {
+            let _ = write!(
+                out,
+                "<span class=\"crop missing\" title=\"face {id}: enrolled before face pictures were kept\">?</span>",
+                id = face.id,
+            );
+        }
+    }
+    out
 }
 
 /// The outcome of one uploaded photo.
@@ -413,20 +452,25 @@ pub fn people_page(page: &PeoplePage) -> String {
         }
         Some(Ok(people)) => {
             body.push_str(concat!(
-                "<table id=\"people\"><thead><tr><th>name</th><th>faces</th><th></th></tr>",
+                "<table id=\"people\"><thead><tr><th>name</th><th>faces</th><th></th><th></th></tr>",
                 "</thead><tbody>"
             ));
             for p in people {
                 let _ = write!(
                     body,
                     concat!(
-                        "<tr><td class=\"name\">{name}</td><td class=\"faces\">{count}</td><td>",
+                        "<tr><td class=\"name\">{name}</td><td class=\"faces\">{count}</td>",
+                        "<td class=\"crops\">{crops}</td><td>",
                         "<form method=\"post\" action=\"/people/remove\" class=\"remove\">",
                         "<input type=\"hidden\" name=\"name\" value=\"{name}\">",
                         "<button type=\"submit\">Remove</button></form></td></tr>"
                     ),
                     name = escape(&p.name),
                     count = p.face_count,
+                    crops = p
+                        .faces
+                        .as_deref()
+                        .map_or_else(String::new, |faces| face_crops(&p.name, faces)),
                 );
             }
             body.push_str("</tbody></table>");
@@ -602,10 +646,27 @@ mod tests {
     #[test]
     fn people_page_lists_people_results_and_errors() {
         let page = people_page(&PeoplePage {
-            people: Some(Ok(vec![Person {
-                name: "o'neil <x>".into(),
-                face_count: 2,
-            }])),
+            people: Some(Ok(vec![
+                Person {
+                    name: "o'neil <x>".into(),
+                    face_count: 2,
+                    faces: Some(vec![
+                        FaceThumb {
+                            id: 7,
+                            has_crop: true,
+                        },
+                        FaceThumb {
+                            id: 9,
+                            has_crop: false,
+                        },
+                    ]),
+                },
+                Person {
+                    name: "ada".into(),
+                    face_count: 1,
+                    faces: None,
+                },
+            ])),
             notice: Some(("ok", "Enrolled \"o'neil\"".into())),
             enrolled: vec![
                 EnrollLine {
@@ -623,6 +684,14 @@ mod tests {
             page.contains("<td class=\"name\">o&#39;neil &lt;x&gt;</td><td class=\"faces\">2</td>")
         );
         assert!(page.contains("name=\"name\" value=\"o&#39;neil &lt;x&gt;\""));
+        // The picture's address is percent-encoded, then escaped; a face without a
+        // picture gets a placeholder; faces that could not be listed show nothing.
+        assert!(page.contains(concat!(
+            "<td class=\"crops\"><img class=\"crop\" src=\"/people/o%27neil%20%3Cx%3E/faces/7.jpg\" ",
+            "alt=\"face 7 of o&#39;neil &lt;x&gt;\" width=\"56\" height=\"56\">",
+            "<span class=\"crop missing\" title=\"face 9: enrolled before face pictures were kept\">?</span></td>"
+        )));
+        assert!(page.contains("<td class=\"faces\">1</td><td class=\"crops\"></td>"));
         assert!(page.contains(
             "<tr class=\"error\"><td>b.jpg</td><td>found 2 faces; need exactly one</td></tr>"
         ));

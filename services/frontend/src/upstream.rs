@@ -193,6 +193,18 @@ impl Upstream {
             .people)
     }
 
+    /// A person's enrolled faces with their pictures, oldest first (`NOT_FOUND` for an
+    /// unknown person).
+    pub async fn list_faces(&self, person: String) -> Result<Vec<pb::EnrolledFaceCrop>, Status> {
+        Ok(self
+            .recognition
+            .clone()
+            .list_faces(pb::ListFacesRequest { person })
+            .await?
+            .into_inner()
+            .faces)
+    }
+
     /// Enrols photos of `name`; one result per photo.
     pub async fn enroll(
         &self,

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use tonic::Code;
 
 use crate::{
-    render::{self, EnrollLine, ImagesPage, PeoplePage, Person, Row, RowUpdate},
+    render::{self, EnrollLine, FaceThumb, ImagesPage, PeoplePage, Person, Row, RowUpdate},
     thumbnail,
     upstream::{describe_failure, FeedEvent, FeedState, Service},
     AppState,
@@ -61,6 +61,7 @@ pub(crate) fn routes(state: Shared, token: Option<&str>) -> Router {
         .route("/events", get(events))
         .route("/images/{id}/thumbnail", get(thumbnail_file))
         .route("/people", get(people_page))
+        .route("/people/{name}/faces/{file}", get(face_crop))
         .merge(gallery_changes)
         .route("/assets/page.js", get(page_js))
         .route("/assets/style.css", get(style_css))
@@ -227,7 +228,13 @@ struct ThumbQuery {
     full: Option<String>,
 }
 
-fn file_response(bytes: Vec<u8>, content_type: &'static str) -> Response {
+/// How long browsers may keep an image file or thumbnail (the file may change).
+const FILE_CACHE: &str = "private, max-age=60";
+/// How long browsers may keep a face picture: a face id names one picture for good (ids
+/// are never reused, and a face is never re-pictured).
+const CROP_CACHE: &str = "private, max-age=86400, immutable";
+
+fn file_response(bytes: Vec<u8>, content_type: &'static str, cache: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -239,10 +246,7 @@ fn file_response(bytes: Vec<u8>, content_type: &'static str) -> Response {
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("private, max-age=60"),
-            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
         ],
         bytes,
     )
@@ -310,7 +314,7 @@ async fn thumbnail_file(
     };
     let original_type = thumbnail::content_type_for(&checked.relative);
     if q.full.is_some() {
-        return file_response(bytes, original_type);
+        return file_response(bytes, original_type, FILE_CACHE);
     }
     match tokio::task::spawn_blocking(move || match thumbnail::thumbnail(&bytes) {
         Some(small) => Ok(small),
@@ -318,8 +322,8 @@ async fn thumbnail_file(
     })
     .await
     {
-        Ok(Ok((small, content_type))) => file_response(small, content_type),
-        Ok(Err(original)) => file_response(original, original_type),
+        Ok(Ok((small, content_type))) => file_response(small, content_type, FILE_CACHE),
+        Ok(Err(original)) => file_response(original, original_type, FILE_CACHE),
         Err(_) => error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Thumbnail failed",
@@ -328,21 +332,41 @@ async fn thumbnail_file(
     }
 }
 
+/// At most this many `ListFaces` calls at once while rendering the people page.
+const FACE_LISTINGS_AT_ONCE: usize = 8;
+
 async fn load_people(state: &AppState) -> Result<Vec<Person>, String> {
-    state
-        .upstream
-        .list_people()
-        .await
-        .map(|people| {
-            people
-                .into_iter()
-                .map(|p| Person {
-                    name: p.name,
-                    face_count: p.face_count,
-                })
-                .collect()
+    let people =
+        state.upstream.list_people().await.map_err(|s| {
+            describe_failure(Service::Recognition, &state.upstream.recognition_url, &s)
+        })?;
+    let people = stream::iter(people)
+        .map(|p| async move {
+            // A person removed meanwhile, or a failed call, shows the count alone.
+            let faces = state
+                .upstream
+                .list_faces(p.name.clone())
+                .await
+                .ok()
+                .map(|faces| {
+                    faces
+                        .iter()
+                        .map(|f| FaceThumb {
+                            id: f.id,
+                            has_crop: !f.crop_jpeg.is_empty(),
+                        })
+                        .collect()
+                });
+            Person {
+                name: p.name,
+                face_count: p.face_count,
+                faces,
+            }
         })
-        .map_err(|s| describe_failure(Service::Recognition, &state.upstream.recognition_url, &s))
+        .buffered(FACE_LISTINGS_AT_ONCE)
+        .collect()
+        .await;
+    Ok(people)
 }
 
 async fn people_page(State(state): State<Shared>) -> Response {
@@ -354,6 +378,40 @@ async fn people_page(State(state): State<Shared>) -> Response {
             ..Default::default()
         }),
     )
+}
+
+/// `/people/{name}/faces/{id}.jpg`: the picture of one enrolled face, from recognition.
+async fn face_crop(
+    State(state): State<Shared>,
+    Path((name, file)): Path<(String, String)>,
+) -> Response {
+    let not_found = || {
+        error_page(
+            StatusCode::NOT_FOUND,
+            "No such face",
+            "There is no picture of that face.",
+        )
+    };
+    let Some(id) = file
+        .strip_suffix(".jpg")
+        .and_then(|id| id.parse::<i64>().ok())
+    else {
+        return not_found();
+    };
+    match state.upstream.list_faces(name).await {
+        Ok(faces) => match faces.into_iter().find(|f| f.id == id) {
+            Some(face) if !face.crop_jpeg.is_empty() => {
+                file_response(face.crop_jpeg, "image/jpeg", CROP_CACHE)
+            }
+            _ => not_found(),
+        },
+        Err(s) if matches!(s.code(), Code::NotFound | Code::InvalidArgument) => not_found(),
+        Err(s) => error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Recognition unreachable",
+            &describe_failure(Service::Recognition, &state.upstream.recognition_url, &s),
+        ),
+    }
 }
 
 /// Refuses cross-site form posts: a browser always sends `Origin` on a POST, and it
@@ -660,6 +718,14 @@ mod tests {
         let (status, _, body) = get(&router, "/images/5/thumbnail").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("Receiver unreachable"));
+
+        // A face picture needs recognition; an address that names no picture needs nothing.
+        let (status, _, body) = get(&router, "/people/Ada%20L/faces/3.jpg").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("Recognition unreachable"), "{body}");
+        for bad in ["/people/ada/faces/3.png", "/people/ada/faces/x.jpg"] {
+            assert_eq!(get(&router, bad).await.0, StatusCode::NOT_FOUND, "{bad}");
+        }
     }
 
     #[tokio::test]

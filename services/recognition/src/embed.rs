@@ -8,7 +8,7 @@ use std::path::Path;
 
 use opencv::{
     core::{self, Mat, Scalar, Size},
-    dnn, imgproc,
+    dnn, imgcodecs, imgproc,
     prelude::*,
 };
 
@@ -52,28 +52,29 @@ impl Embedder {
 
     /// The normalised embedding of the face `face` found in the BGR `image`.
     pub fn embed(&mut self, image: &Mat, face: &Detection) -> Result<Embedding, ImageError> {
-        self.embed_inner(image, face).map_err(ImageError::from_cv)
+        align(image, face)
+            .and_then(|aligned| self.embed_aligned(&aligned))
+            .map_err(ImageError::from_cv)
     }
 
-    fn embed_inner(&mut self, image: &Mat, face: &Detection) -> opencv::Result<Embedding> {
-        let m = similarity_transform(&face.landmarks, &TEMPLATE);
-        let transform = Mat::from_slice_2d(&[
-            [m[0] as f64, m[1] as f64, m[2] as f64],
-            [m[3] as f64, m[4] as f64, m[5] as f64],
-        ])?;
-        let mut aligned = Mat::default();
-        imgproc::warp_affine(
-            image,
-            &mut aligned,
-            &transform,
-            Size::new(CROP, CROP),
-            imgproc::INTER_LINEAR,
-            core::BORDER_CONSTANT,
-            Scalar::all(0.0),
-        )?;
+    /// The embedding of `face`, and the aligned face it was computed from as a JPEG
+    /// (112 × 112, for people to look at). Only enrolment wants the picture, so the
+    /// encoding stays out of [`Embedder::embed`].
+    pub fn embed_with_crop(
+        &mut self,
+        image: &Mat,
+        face: &Detection,
+    ) -> Result<(Embedding, Vec<u8>), ImageError> {
+        let aligned = align(image, face).map_err(ImageError::from_cv)?;
+        let embedding = self.embed_aligned(&aligned).map_err(ImageError::from_cv)?;
+        let crop = encode_jpeg(&aligned).map_err(ImageError::from_cv)?;
+        Ok((embedding, crop))
+    }
+
+    fn embed_aligned(&mut self, aligned: &Mat) -> opencv::Result<Embedding> {
         // SFace expects RGB, 0..255.
         let blob = dnn::blob_from_image(
-            &aligned,
+            aligned,
             1.0,
             Size::new(CROP, CROP),
             Scalar::all(0.0),
@@ -100,6 +101,44 @@ impl Embedder {
         normalize(&mut embedding);
         Ok(embedding)
     }
+}
+
+/// The `CROP` × `CROP` BGR face: `image` warped so that the landmarks of `face` land on
+/// the template.
+fn align(image: &Mat, face: &Detection) -> opencv::Result<Mat> {
+    let m = similarity_transform(&face.landmarks, &TEMPLATE);
+    let transform = Mat::from_slice_2d(&[
+        [m[0] as f64, m[1] as f64, m[2] as f64],
+        [m[3] as f64, m[4] as f64, m[5] as f64],
+    ])?;
+    let mut aligned = Mat::default();
+    imgproc::warp_affine(
+        image,
+        &mut aligned,
+        &transform,
+        Size::new(CROP, CROP),
+        imgproc::INTER_LINEAR,
+        core::BORDER_CONSTANT,
+        Scalar::all(0.0),
+    )?;
+    Ok(aligned)
+}
+
+/// JPEG quality of stored face crops: small (a few kB at 112 × 112) and still clear.
+const CROP_JPEG_QUALITY: i32 = 85;
+
+/// `image` (BGR) as JPEG bytes.
+fn encode_jpeg(image: &Mat) -> opencv::Result<Vec<u8>> {
+    let mut buffer = core::Vector::<u8>::new();
+    let params =
+        core::Vector::<i32>::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY]);
+    if !imgcodecs::imencode(".jpg", image, &mut buffer, &params)? {
+        return Err(opencv::Error::new(
+            core::StsError,
+            "the JPEG encoder refused the face crop".to_string(),
+        ));
+    }
+    Ok(buffer.to_vec())
 }
 
 /// Scales `v` to unit length (left as is when it is all zeros).

@@ -182,6 +182,23 @@ impl RecognitionService for RecognitionApi {
         Ok(Response::new(pb::ListPeopleResponse { people }))
     }
 
+    async fn list_faces(
+        &self,
+        request: Request<pb::ListFacesRequest>,
+    ) -> Result<Response<pb::ListFacesResponse>, Status> {
+        let faces = self
+            .roster
+            .faces(&request.into_inner().person)
+            .await?
+            .into_iter()
+            .map(|f| pb::EnrolledFaceCrop {
+                id: f.id,
+                crop_jpeg: f.crop.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListFacesResponse { faces }))
+    }
+
     async fn remove_person(
         &self,
         request: Request<pb::RemovePersonRequest>,

@@ -37,8 +37,8 @@ pub use gallery::{BestMatch, Gallery, GalleryFace};
 pub use grpc::RecognitionApi;
 pub use image::{ImageLimits, OversizePolicy};
 pub use recognizer::{
-    AnalyzedFace, RecognizedFace, Recognizer, RecognizerOptions, DEFAULT_MATCH_THRESHOLD,
-    DETECTOR_MODEL, EMBEDDER_MODEL,
+    AnalyzedFace, EnrolmentFace, RecognizedFace, Recognizer, RecognizerOptions,
+    DEFAULT_MATCH_THRESHOLD, DETECTOR_MODEL, EMBEDDER_MODEL,
 };
 pub use roster::{BootstrapReport, EnrollResult, EnrolledFace, Roster, RosterError};
 

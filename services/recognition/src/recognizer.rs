@@ -65,6 +65,18 @@ pub struct AnalyzedFace {
     pub embedding: Embedding,
 }
 
+/// The one face of an enrolment image: what [`AnalyzedFace`] has, plus the aligned face
+/// as a JPEG so people can see what was enrolled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrolmentFace {
+    /// Where it is.
+    pub detection: Detection,
+    /// Who it looks like, as a unit vector.
+    pub embedding: Embedding,
+    /// The 112 × 112 aligned face the embedding was computed from, JPEG-encoded.
+    pub crop_jpeg: Vec<u8>,
+}
+
 /// A face found in an image, matched against the gallery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecognizedFace {
@@ -216,14 +228,23 @@ impl Recognizer {
             .collect())
     }
 
-    /// The single face of an enrolment image; any other count is an error saying how
-    /// many were found.
-    pub fn enrolment_face(&self, bytes: &[u8]) -> Result<AnalyzedFace, ImageError> {
-        let mut faces = self.analyze(bytes)?;
-        if faces.len() != 1 {
-            return Err(ImageError::FaceCount(faces.len()));
-        }
-        Ok(faces.remove(0))
+    /// The single face of an enrolment image, with its aligned crop; any other count is
+    /// an error saying how many were found.
+    pub fn enrolment_face(&self, bytes: &[u8]) -> Result<EnrolmentFace, ImageError> {
+        let image = decode(bytes, &self.limits)?;
+        self.with_engine(|engine| {
+            let mut detections = engine.detector.detect(&image)?;
+            if detections.len() != 1 {
+                return Err(ImageError::FaceCount(detections.len()));
+            }
+            let detection = detections.remove(0);
+            let (embedding, crop_jpeg) = engine.embedder.embed_with_crop(&image, &detection)?;
+            Ok(EnrolmentFace {
+                detection,
+                embedding,
+                crop_jpeg,
+            })
+        })
     }
 
     /// The person `embedding` belongs to (if any reaches the threshold) and the best

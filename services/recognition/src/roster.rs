@@ -14,7 +14,7 @@ use std::{
 
 use facewire_server::CancellationToken;
 use facewire_storage::{
-    gallery::{NewFace, PersonSummary},
+    gallery::{FaceCrop, NewFace, PersonSummary},
     Store, StoreError,
 };
 use sha2::{Digest, Sha256};
@@ -240,6 +240,7 @@ impl Roster {
                             content_hash: content_hash.clone(),
                             embedding: face.embedding.to_vec(),
                             bbox: face.detection.bbox,
+                            crop: Some(face.crop_jpeg),
                         })
                         .await?;
                     changed |= stored.created;
@@ -263,6 +264,14 @@ impl Roster {
     /// Enrolled people and their face counts, by name.
     pub async fn people(&self) -> Result<Vec<PersonSummary>, RosterError> {
         Ok(self.store.people().await?)
+    }
+
+    /// A person's enrolled faces with their crops, oldest first.
+    pub async fn faces(&self, name: &str) -> Result<Vec<FaceCrop>, RosterError> {
+        self.store
+            .person_faces(name.trim())
+            .await?
+            .ok_or_else(|| RosterError::UnknownPerson(name.to_string()))
     }
 
     /// Forgets a person; returns how many faces were removed.

@@ -361,6 +361,77 @@ async fn known_people_directory_is_enrolled_once_on_sqlite() {
     assert!(rejected[1].starts_with("notes_1.jpg"), "{rejected:?}");
 }
 
+async fn list_faces(
+    client: &mut RecognitionServiceClient<Channel>,
+    person: &str,
+) -> Result<Vec<pb::EnrolledFaceCrop>, tonic::Status> {
+    let request = pb::ListFacesRequest {
+        person: person.into(),
+    };
+    Ok(client.list_faces(request).await?.into_inner().faces)
+}
+
+#[tokio::test]
+async fn list_faces_returns_the_enrolled_crops_on_sqlite() {
+    use opencv::{imgcodecs, prelude::*};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/facewire.db", dir.path().display());
+    // A face stored before crops were kept: listed, with no picture.
+    let store = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let mut embedding = vec![0.0f32; facewire_recognition::EMBEDDING_DIM];
+    embedding[0] = 1.0;
+    let old = store
+        .enroll_face(facewire_storage::gallery::NewFace {
+            person: "Old Timer".into(),
+            content_hash: "0".repeat(64),
+            embedding,
+            bbox: [0.0, 0.0, 10.0, 10.0],
+            crop: None,
+        })
+        .await
+        .unwrap();
+    drop(store);
+
+    let service = Service::start(&url, &[]).await;
+    let mut client = service.client().await;
+    let salley = johns("John_Salley");
+    let enrolled = client
+        .enroll(pb::EnrollRequest {
+            name: "John_Salley".into(),
+            images: vec![read(&salley[0]), read(&salley[1])],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<i64> = enrolled
+        .results
+        .iter()
+        .map(|r| match &r.outcome {
+            Some(pb::enroll_result::Outcome::Face(f)) => f.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+
+    let faces = list_faces(&mut client, "John_Salley").await.unwrap();
+    assert_eq!(faces.iter().map(|f| f.id).collect::<Vec<_>>(), ids);
+    for face in &faces {
+        assert!(face.crop_jpeg.starts_with(&[0xff, 0xd8]), "not a JPEG");
+        let bytes = opencv::core::Vector::<u8>::from_slice(&face.crop_jpeg);
+        let crop = imgcodecs::imdecode(&bytes, imgcodecs::IMREAD_COLOR).unwrap();
+        assert_eq!((crop.cols(), crop.rows()), (112, 112));
+    }
+
+    let old_faces = list_faces(&mut client, "Old Timer").await.unwrap();
+    assert_eq!(old_faces.len(), 1);
+    assert_eq!(old_faces[0].id, old.id);
+    assert!(old_faces[0].crop_jpeg.is_empty());
+
+    let status = list_faces(&mut client, "Nobody").await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    service.stop().await;
+}
+
 #[tokio::test]
 async fn embedded_roster_works_without_a_server() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,6 +24,9 @@ pub struct NewFace {
     pub embedding: Vec<f32>,
     /// Face box in the enrolled image: left, top, width, height.
     pub bbox: [f32; 4],
+    /// A small JPEG of the face as it was embedded, for people to look at; `None` when
+    /// the caller has none.
+    pub crop: Option<Vec<u8>>,
 }
 
 /// The result of storing a face.
@@ -55,6 +58,15 @@ pub struct PersonSummary {
     pub face_count: i64,
 }
 
+/// One enrolled face of a person, as shown to people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaceCrop {
+    /// The face's id.
+    pub id: i64,
+    /// Its JPEG crop; `None` for faces enrolled before crops were kept.
+    pub crop: Option<Vec<u8>>,
+}
+
 #[derive(Insertable)]
 #[diesel(table_name = faces)]
 struct FaceInsert<'a> {
@@ -66,6 +78,7 @@ struct FaceInsert<'a> {
     box_width: f32,
     box_height: f32,
     created_at: i64,
+    crop: Option<&'a [u8]>,
 }
 
 /// `f32`s as little-endian bytes.
@@ -125,6 +138,7 @@ impl Store {
                         box_width: face.bbox[2],
                         box_height: face.bbox[3],
                         created_at: now,
+                        crop: face.crop.as_deref(),
                     })
                     .on_conflict((faces::person_id, faces::content_hash))
                     .do_nothing()
@@ -206,6 +220,35 @@ impl Store {
         })
     }
 
+    /// A person's faces with their crops, oldest first, or `None` when nobody has that
+    /// name.
+    pub async fn person_faces(&self, name: &str) -> Result<Option<Vec<FaceCrop>>, StoreError> {
+        let name = name.to_string();
+        with_conn!(self, |conn| {
+            // One transaction, so a concurrent removal cannot leave a person without faces.
+            conn.transaction(|conn| {
+                let person_id: Option<i64> = people::table
+                    .filter(people::name.eq(&name))
+                    .select(people::id)
+                    .first(conn)
+                    .optional()?;
+                let Some(person_id) = person_id else {
+                    return Ok::<_, StoreError>(None);
+                };
+                let rows: Vec<(i64, Option<Vec<u8>>)> = faces::table
+                    .filter(faces::person_id.eq(person_id))
+                    .order(faces::id.asc())
+                    .select((faces::id, faces::crop))
+                    .load(conn)?;
+                Ok(Some(
+                    rows.into_iter()
+                        .map(|(id, crop)| FaceCrop { id, crop })
+                        .collect(),
+                ))
+            })
+        })
+    }
+
     /// Forgets a person and their faces. Returns how many faces were removed, or `None`
     /// when nobody has that name.
     pub async fn remove_person(&self, name: &str) -> Result<Option<i64>, StoreError> {
@@ -250,6 +293,7 @@ mod tests {
             content_hash: hash.into(),
             embedding: vec![first, 0.0, 1.0],
             bbox: [1.0, 2.0, 3.0, 4.0],
+            crop: None,
         }
     }
 
@@ -267,8 +311,27 @@ mod tests {
         );
         // A repeated enrolment changes nothing, so the version moved once.
         assert_eq!(store.gallery_version().await.unwrap(), 1);
-        store.enroll_face(face("ada", "h2", 0.2)).await.unwrap();
+        let with_crop = NewFace {
+            crop: Some(vec![0xff, 0xd8, 0x00, 0xff, 0xd9]),
+            ..face("ada", "h2", 0.2)
+        };
+        let cropped = store.enroll_face(with_crop).await.unwrap();
         store.enroll_face(face("bob", "h1", 0.3)).await.unwrap();
+        // Faces come back in enrolment order; the one enrolled without a crop has none.
+        assert_eq!(
+            store.person_faces("ada").await.unwrap(),
+            Some(vec![
+                FaceCrop {
+                    id: a.id,
+                    crop: None
+                },
+                FaceCrop {
+                    id: cropped.id,
+                    crop: Some(vec![0xff, 0xd8, 0x00, 0xff, 0xd9])
+                },
+            ])
+        );
+        assert_eq!(store.person_faces("nobody").await.unwrap(), None);
         let (version, rows) = store.gallery_faces().await.unwrap();
         assert_eq!(version, 3);
         let summary: Vec<(String, f32)> = rows
@@ -298,6 +361,7 @@ mod tests {
         );
         assert_eq!(store.remove_person("ada").await.unwrap(), Some(2));
         assert_eq!(store.remove_person("ada").await.unwrap(), None);
+        assert_eq!(store.person_faces("ada").await.unwrap(), None);
         assert_eq!(store.gallery_version().await.unwrap(), 4);
         let (_, rows) = store.gallery_faces().await.unwrap();
         assert_eq!(rows.len(), 1);

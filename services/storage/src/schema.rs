@@ -36,6 +36,7 @@ diesel::table! {
         box_width -> Float,
         box_height -> Float,
         created_at -> BigInt,
+        crop -> Nullable<Binary>,
     }
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE faces DROP COLUMN crop;
