@@ -186,7 +186,7 @@ async fn recognition_down_then_back_images_wait_then_finish() {
         "FACEWIRE_RECOGNITION_URL",
         format!("http://127.0.0.1:{port}"),
     );
-    let _processor = Service::spawn(&["processor"], &env).await;
+    let processor = Service::spawn(&["processor"], &env).await;
     let receiver = Service::spawn(&["receiver"], &env).await;
 
     recognition.terminate();
@@ -194,9 +194,27 @@ async fn recognition_down_then_back_images_wait_then_finish() {
         .wait(Duration::from_secs(20))
         .await
         .expect("recognition stops");
+    let down_since = std::time::Instant::now();
     let ids = submit(&receiver, (0..4).map(|i| format!("good{i}.jpg")).collect()).await;
-    // While recognition is down nothing finishes.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The processor's calls fail until its breaker opens and stops them.
+    let metrics = format!("{}/metrics", processor.http_url());
+    let open = "client_breaker_state{breaker=\"recognition\"} 2";
+    let mut seen_open = false;
+    while down_since.elapsed() < Duration::from_secs(30) {
+        let text = reqwest::get(&metrics)
+            .await
+            .expect("processor /metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        seen_open |= text.contains(open);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        seen_open,
+        "the breaker never opened while recognition was down"
+    );
+    // Down for 30 s: nothing finished, nothing failed.
     let mut client = receiver.client().await;
     for id in &ids {
         let image = client.get_image(*id).await.unwrap();

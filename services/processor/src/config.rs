@@ -33,6 +33,11 @@ pub struct ProcessorConfig {
     pub image_root: PathBuf,
 }
 
+/// Attempts per image by default: enough that an outage of recognition of up to about
+/// two minutes (the half-open probes are real calls, each one an attempt of its images)
+/// ends with every image done rather than failed.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 8;
+
 /// How the processor works through the queue.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkConfig {
@@ -62,8 +67,10 @@ pub struct WorkConfig {
     /// Batches in flight at once.
     #[arg(long, env = "FACEWIRE_WORKERS", default_value_t = 2)]
     pub workers: usize,
-    /// Attempts before an image is failed and its message dead-lettered.
-    #[arg(long, env = "FACEWIRE_MAX_ATTEMPTS", default_value_t = 5)]
+    /// Attempts before an image is failed and its message dead-lettered. With the
+    /// backoff (1, 2, 4, 8, 16, then 30 s) the default rides out about two minutes of
+    /// recognition being down before any image fails.
+    #[arg(long, env = "FACEWIRE_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: i32,
     /// Timeout of one recognition call, in seconds.
     #[arg(

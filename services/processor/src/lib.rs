@@ -42,7 +42,7 @@ use tracing::Instrument;
 
 pub mod config;
 
-pub use config::{ProcessorConfig, WorkConfig};
+pub use config::{ProcessorConfig, WorkConfig, DEFAULT_MAX_ATTEMPTS};
 
 /// Failure to start the processor.
 #[derive(Debug, thiserror::Error)]

@@ -136,7 +136,7 @@ impl UpArgs {
             batch: 8,
             batch_wait_ms: 20,
             workers: 2,
-            max_attempts: 5,
+            max_attempts: facewire_processor::DEFAULT_MAX_ATTEMPTS,
             recognition_timeout_seconds: 30.0,
             breaker_failures: 5,
             breaker_cooldown_seconds: 5.0,
