@@ -13,6 +13,22 @@ mod security;
 pub use image_root::{CheckedPath, ImageRoot, PathError};
 pub use security::{AuthConfig, ClientTlsConfig, TlsConfig};
 
+/// A config struct as its flags declare it with nothing given: every field at its
+/// `default_value`, environment variables ignored. For code that builds a service's
+/// config itself (`facewire up`) and wants the defaults the flags document, without
+/// repeating them as literals that drift.
+///
+/// # Panics
+/// If `T` has a field with no default (a programming error, not a user's).
+pub fn declared_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command =
+        T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None::<&str>));
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .unwrap_or_else(|e| panic!("every field must have a default: {e}"));
+    T::from_arg_matches(&matches).unwrap_or_else(|e| panic!("defaults do not parse: {e}"))
+}
+
 /// Where state lives: the data dir and the database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StorageConfig {
@@ -111,6 +127,23 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         storage: StorageConfig,
+    }
+
+    #[derive(Debug, clap::Args)]
+    struct Tuning {
+        #[arg(long, env = "FACEWIRE_TEST_DECLARED_DEFAULT", default_value_t = 7)]
+        batch: u32,
+        #[arg(long, env = "FACEWIRE_TEST_DECLARED_DEFAULT_NAME")]
+        name: Option<String>,
+    }
+
+    #[test]
+    fn declared_defaults_are_the_flags_defaults_whatever_the_environment() {
+        // Only this test uses these variables, so setting them races with nothing.
+        std::env::set_var("FACEWIRE_TEST_DECLARED_DEFAULT", "99");
+        std::env::set_var("FACEWIRE_TEST_DECLARED_DEFAULT_NAME", "env");
+        let t: Tuning = declared_defaults();
+        assert_eq!((t.batch, t.name), (7, None));
     }
 
     #[test]

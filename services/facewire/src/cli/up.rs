@@ -79,12 +79,8 @@ impl UpArgs {
             recognizer: RecognizerArgs {
                 model_dir: self.model_dir.clone(),
                 match_threshold: self.match_threshold,
-                detection_threshold: 0.6,
-                detection_max_side: 640,
-                workers: None,
                 max_image_bytes: self.limits.max_image_bytes as usize,
-                max_pixels: 40_000_000,
-                oversize: facewire_recognition::OversizePolicy::Refuse,
+                ..facewire_config::declared_defaults()
             },
             drain: self.drain.clone(),
             tls: self.tls.clone(),
@@ -93,9 +89,7 @@ impl UpArgs {
             // /healthz, /readyz and /metrics are on the receiver's HTTP port.
             http_addr: None,
             known_people: self.known_people.clone(),
-            gallery_poll_seconds: 2.0,
-            max_batch: 64,
-            max_message_bytes: 64 * 1024 * 1024,
+            ..facewire_config::declared_defaults()
         }
     }
 
@@ -132,15 +126,8 @@ impl UpArgs {
             recognition_url,
             recognition_tls: self.internal_tls(),
             auth: self.auth.clone(),
-            prefetch: 32,
-            batch: 8,
-            batch_wait_ms: 20,
-            workers: 2,
-            max_attempts: facewire_processor::DEFAULT_MAX_ATTEMPTS,
-            recognition_timeout_seconds: 30.0,
-            breaker_failures: 5,
-            breaker_cooldown_seconds: 5.0,
             max_image_bytes: self.limits.max_image_bytes,
+            ..facewire_config::declared_defaults()
         }
     }
 }
