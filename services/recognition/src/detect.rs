@@ -125,20 +125,26 @@ impl Detector {
         };
         let (w, h) = (input.cols(), input.rows());
         let (pw, ph) = (round_up(w, 32), round_up(h, 32));
+        // Pad only when a side is not already a multiple of the largest stride.
         let mut padded = Mat::default();
-        core::copy_make_border(
-            input,
-            &mut padded,
-            0,
-            ph - h,
-            0,
-            pw - w,
-            core::BORDER_CONSTANT,
-            Scalar::all(0.0),
-        )?;
+        let input = if (pw, ph) == (w, h) {
+            input
+        } else {
+            core::copy_make_border(
+                input,
+                &mut padded,
+                0,
+                ph - h,
+                0,
+                pw - w,
+                core::BORDER_CONSTANT,
+                Scalar::all(0.0),
+            )?;
+            &padded
+        };
         // YuNet takes raw BGR 0..255, no mean, no scaling.
         let blob = dnn::blob_from_image(
-            &padded,
+            input,
             1.0,
             Size::new(pw, ph),
             Scalar::all(0.0),

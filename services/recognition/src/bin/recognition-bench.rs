@@ -31,7 +31,10 @@ struct Args {
     /// Timed recognitions per measurement.
     #[arg(long, default_value_t = 300)]
     iterations: usize,
-    /// Parts to run: accuracy, latency, stages, scaling, memory (default: all).
+    /// Longest side detection runs at (the service's `--detection-max-side`).
+    #[arg(long, default_value_t = facewire_recognition::DetectorOptions::default().max_side)]
+    max_side: i32,
+    /// Parts to run: accuracy, small-faces, latency, stages, scaling, memory (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -42,6 +45,7 @@ fn main() -> anyhow::Result<()> {
     let mut options = RecognizerOptions::new(&args.model_dir);
     // One network instance for latency; throughput is measured with one per core too.
     options.workers = 1;
+    options.detector.max_side = args.max_side;
     let recognizer = Arc::new(Recognizer::load(&options)?);
     println!(
         "machine: {} logical CPUs; OpenCV {}",
@@ -50,6 +54,9 @@ fn main() -> anyhow::Result<()> {
     );
     if wants("accuracy") {
         accuracy(&recognizer, &args)?;
+    }
+    if wants("small-faces") {
+        small_faces(&args, &options)?;
     }
     let image = one_face_vga(&args)?;
     if wants("latency") {
@@ -131,6 +138,81 @@ fn accuracy(recognizer: &Recognizer, args: &Args) -> anyhow::Result<()> {
                 c.precision() * 100.0
             );
         }
+    }
+    Ok(())
+}
+
+/// Detection and identification against face size: each johns photo shrunk so its face
+/// is `w` pixels wide and pasted into a grey 640 × 480 frame (the latency image's size),
+/// then recognised with the bench's `--max-side` against a gallery of each person's first
+/// photo at full size. Shows the smallest face the detector's input size finds, and the
+/// smallest SFace still names.
+fn small_faces(args: &Args, options: &RecognizerOptions) -> anyhow::Result<()> {
+    use opencv::core::{Rect, Scalar, Size, CV_8UC3};
+    let recognizer = Recognizer::load(options)?;
+    let photos = evaluation::labeled_photos(&args.data.join("johns"))?;
+    let mut subjects = Vec::new();
+    let mut enrolled = Vec::new();
+    for (person, path) in &photos {
+        let src = imgcodecs::imread(path, imgcodecs::IMREAD_COLOR)?;
+        let Some(face) = (if src.empty() {
+            None
+        } else {
+            recognizer.analyze_image(&src)?.into_iter().next()
+        }) else {
+            continue;
+        };
+        if enrolled.iter().any(|g: &GalleryFace| &g.person == person) {
+            subjects.push((person, src, face.detection));
+        } else {
+            enrolled.push(GalleryFace {
+                face_id: enrolled.len() as i64,
+                person: person.clone(),
+                embedding: face.embedding.to_vec(),
+            });
+        }
+    }
+    recognizer.set_gallery(Gallery::build(enrolled, 1).0);
+    let widths = [12.0f32, 16.0, 20.0, 24.0, 32.0, 48.0, 64.0];
+    println!(
+        "\n## small faces ({} johns photos shrunk into a 640 × 480 frame; max side {})",
+        subjects.len(),
+        options.detector.max_side
+    );
+    println!(
+        "| face width | detected | named correctly (threshold {:.2}) |",
+        recognizer.match_threshold()
+    );
+    println!("|---|---|---|");
+    for w in widths {
+        let (mut found, mut named) = (0, 0);
+        for (person, src, face) in &subjects {
+            let scale = w / face.bbox[2];
+            let size = Size::new(
+                ((src.cols() as f32 * scale).round() as i32).clamp(1, 640),
+                ((src.rows() as f32 * scale).round() as i32).clamp(1, 480),
+            );
+            let mut small = Mat::default();
+            imgproc::resize(src, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA)?;
+            let mut frame = Mat::new_rows_cols_with_default(480, 640, CV_8UC3, Scalar::all(128.0))?;
+            small.copy_to(&mut Mat::roi_mut(
+                &mut frame,
+                Rect::new(0, 0, size.width, size.height),
+            )?)?;
+            let expected = face.bbox.map(|v| v * scale);
+            let hit = recognizer
+                .analyze_image(&frame)?
+                .into_iter()
+                .find(|f| facewire_recognition::detect::iou(&f.detection.bbox, &expected) >= 0.3);
+            if let Some(hit) = hit {
+                found += 1;
+                if recognizer.identify(&hit.embedding).0.as_deref() == Some(person.as_str()) {
+                    named += 1;
+                }
+            }
+        }
+        let n = subjects.len();
+        println!("| {w} px | {found}/{n} | {named}/{n} |");
     }
     Ok(())
 }
@@ -240,7 +322,10 @@ fn stages(args: &Args, image: &[u8]) -> anyhow::Result<()> {
     println!("|---|---|---|---|");
     let mut detector = Detector::load(
         &args.model_dir.join(recognizer::DETECTOR_MODEL),
-        DetectorOptions::default(),
+        DetectorOptions {
+            max_side: args.max_side,
+            ..DetectorOptions::default()
+        },
     )?;
     let mut embedder = Embedder::load(&args.model_dir.join(recognizer::EMBEDDER_MODEL))?;
     let limits = ImageLimits::default();
