@@ -18,7 +18,7 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{wrappers::TcpListenerStream, StreamExt};
 pub use tokio_util::sync::CancellationToken;
 
 pub mod auth;
@@ -228,7 +228,7 @@ impl GrpcServer {
             None => {
                 router
                     .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
+                        accept_no_delay(listener),
                         shutdown.cancelled_owned(),
                     )
                     .await?
@@ -238,16 +238,38 @@ impl GrpcServer {
     }
 }
 
+/// Turns off Nagle's algorithm on an accepted connection. Replies are written in pieces
+/// (HTTP/2 headers, data and trailers frames); with Nagle on, a piece written while an
+/// earlier one is unacknowledged waits for the peer's delayed ACK, up to 40 ms on Linux,
+/// which was most of a `SubmitImages` call's latency. (tonic's and axum's own
+/// `tcp_nodelay` settings only apply to listeners they bind themselves.)
+pub fn no_delay(tcp: &tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+/// The connections accepted on `listener`, each with [`no_delay`] applied.
+pub fn accept_no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| accepted.inspect(no_delay))
+}
+
 /// Serves an axum router on `listener` until `shutdown` is cancelled.
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(ServeError::Http)
+    use axum::serve::ListenerExt;
+    axum::serve(
+        listener.tap_io(|tcp: &mut tokio::net::TcpStream| no_delay(tcp)),
+        router,
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .map_err(ServeError::Http)
 }
 
 /// The routes of an operations port: `/healthz` (liveness: the process answers, and keeps
@@ -354,4 +376,19 @@ pub async fn drain_on(
     }
     tokio::time::sleep(delay).await;
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = Box::pin(accept_no_delay(listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is off");
+    }
 }

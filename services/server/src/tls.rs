@@ -211,6 +211,7 @@ pub fn incoming(listener: TcpListener, acceptor: TlsAcceptor) -> TlsIncoming {
                     continue;
                 }
             };
+            crate::no_delay(&tcp);
             let acceptor = acceptor.inner.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
