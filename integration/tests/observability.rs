@@ -21,8 +21,8 @@ const RECOGNIZE: &str = "/facewire.v1.RecognitionService/RecognizeBatch";
 /// Recognition, a processor and a receiver on a fresh database and queue, logging JSON
 /// at info level; `good0.jpg`, `good1.jpg` and `good2.jpg` are photos of one face.
 struct Pipeline {
-    _backends: Backends,
-    _images: tempfile::TempDir,
+    backends: Backends,
+    images: tempfile::TempDir,
     recognition: Service,
     processor: Service,
     receiver: Service,
@@ -46,8 +46,8 @@ async fn pipeline() -> Pipeline {
     let processor = Service::spawn(&["processor"], &env).await;
     let receiver = Service::spawn(&["receiver"], &env).await;
     Pipeline {
-        _backends: backends,
-        _images: images,
+        backends,
+        images,
         recognition,
         processor,
         receiver,
@@ -247,4 +247,49 @@ async fn one_trace_id_follows_an_image_through_every_service() {
     let text = metrics(&p.receiver).await;
     let submits = format!("grpc_server_requests_total{{method=\"{SUBMIT}\",code=\"OK\"}} 3");
     assert!(text.contains(&submits), "no {submits:?} in:\n{text}");
+}
+
+#[tokio::test]
+async fn the_web_page_calls_join_the_browsers_trace() {
+    let p = pipeline().await;
+    let mut env: HashMap<String, String> = p.backends.env.clone();
+    env.insert(
+        "FACEWIRE_IMAGE_ROOT".into(),
+        p.images.path().display().to_string(),
+    );
+    env.insert("FACEWIRE_RECEIVER_URL".into(), p.receiver.grpc_url());
+    env.insert("FACEWIRE_RECOGNITION_URL".into(), p.recognition.grpc_url());
+    env.insert("FACEWIRE_LOG_FORMAT".into(), "json".into());
+    env.insert("FACEWIRE_LOG".into(), "info".into());
+    let frontend = Service::spawn(&["frontend"], &env).await;
+    let http = reqwest::Client::new();
+
+    // The images page asks the receiver, the people page asks recognition: both calls
+    // carry the trace of the page request.
+    for path in ["/", "/people"] {
+        let page = http
+            .get(format!("{}{path}", frontend.http_url()))
+            .header("traceparent", TRACEPARENT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+    }
+    assert_logged(&frontend, "frontend", "http", None, TRACE_ID).await;
+    assert_logged(
+        &p.receiver,
+        "receiver",
+        "grpc",
+        Some("/facewire.v1.ImageService/ListImages"),
+        TRACE_ID,
+    )
+    .await;
+    assert_logged(
+        &p.recognition,
+        "recognition",
+        "grpc",
+        Some("/facewire.v1.RecognitionService/ListPeople"),
+        TRACE_ID,
+    )
+    .await;
 }

@@ -116,8 +116,11 @@ impl Frontend {
             closing,
             draining: AtomicBool::new(false),
         });
+        // Every request gets a span and a trace context, which the calls it makes to the
+        // receiver and recognition carry on (see `upstream`).
         let router = web::routes(state.clone(), config.auth.token())
-            .merge(facewire_telemetry::metrics_router());
+            .merge(facewire_telemetry::metrics_router())
+            .layer(facewire_telemetry::RequestTelemetryLayer::http().quiet(web::is_asset));
         let listener = facewire_server::bind(config.http_addr).await?;
         Ok(Self {
             listener,

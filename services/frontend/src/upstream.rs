@@ -15,12 +15,14 @@ use facewire_proto::{
     BearerAuth, ClientError, ClientOptions,
 };
 use facewire_server::CancellationToken;
+use facewire_telemetry::{trace_context::InjectTraceContext, InjectTraceContextLayer};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tonic::{codegen::InterceptedService, transport::Channel, Code, Status};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
+use tower::Layer;
 
 use crate::FrontendError;
 
@@ -95,8 +97,12 @@ fn endpoint(
     }
 }
 
-/// A channel whose calls carry the bearer token (when one is configured).
-type Authorized = InterceptedService<Channel, BearerAuth>;
+/// A channel whose calls carry the page request's trace context (`traceparent`), so a
+/// page's calls join its trace in the receiver's and recognition's logs.
+type Traced = InjectTraceContext<Channel>;
+
+/// A traced channel whose calls also carry the bearer token (when one is configured).
+type Authorized = InterceptedService<Traced, BearerAuth>;
 
 /// Clients for the receiver and the recognition service. Channels connect lazily, so
 /// the frontend starts (and its pages render, saying what is down) whatever is running.
@@ -109,7 +115,7 @@ pub struct Upstream {
     images: ImageServiceClient<Authorized>,
     // Separate channel without a per-call timeout: the watch stream lives for hours.
     watch: ImageServiceClient<Authorized>,
-    health: HealthClient<Channel>,
+    health: HealthClient<Traced>,
     recognition: RecognitionServiceClient<Authorized>,
 }
 
@@ -124,15 +130,19 @@ impl Upstream {
         let receiver = endpoint(receiver_url, "FACEWIRE_RECEIVER_URL", options)?;
         let recognition = endpoint(recognition_url, "FACEWIRE_RECOGNITION_URL", options)?;
         let bearer = options.bearer()?;
-        let unary = receiver.clone().timeout(CALL_TIMEOUT).connect_lazy();
+        let traced = |channel: Channel| InjectTraceContextLayer.layer(channel);
+        let unary = traced(receiver.clone().timeout(CALL_TIMEOUT).connect_lazy());
         Ok(Self {
             receiver_url: receiver_url.to_string(),
             recognition_url: recognition_url.to_string(),
             images: ImageServiceClient::with_interceptor(unary.clone(), bearer.clone()),
-            watch: ImageServiceClient::with_interceptor(receiver.connect_lazy(), bearer.clone()),
+            watch: ImageServiceClient::with_interceptor(
+                traced(receiver.connect_lazy()),
+                bearer.clone(),
+            ),
             health: HealthClient::new(unary),
             recognition: RecognitionServiceClient::with_interceptor(
-                recognition.timeout(CALL_TIMEOUT).connect_lazy(),
+                traced(recognition.timeout(CALL_TIMEOUT).connect_lazy()),
                 bearer,
             )
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -71,6 +71,14 @@ pub(crate) fn routes(state: Shared, token: Option<&str>) -> Router {
         .with_state(state)
 }
 
+/// Whether `path` is one of the many small files a page pulls in (thumbnails, face
+/// crops, script and style): logged at debug level, not once each at info.
+pub(crate) fn is_asset(path: &str) -> bool {
+    path.starts_with("/assets/")
+        || (path.starts_with("/images/") && path.ends_with("/thumbnail"))
+        || (path.starts_with("/people/") && path.contains("/faces/"))
+}
+
 /// An HTML page with the page security headers.
 fn html(status: StatusCode, body: String) -> Response {
     (
@@ -665,6 +673,20 @@ mod tests {
     use crate::{Frontend, FrontendConfig};
     use axum::body::Body;
     use tower::ServiceExt;
+
+    #[test]
+    fn assets_are_quiet_and_pages_are_not() {
+        for path in [
+            "/assets/page.js",
+            "/images/7/thumbnail",
+            "/people/Ada/faces/3.jpg",
+        ] {
+            assert!(is_asset(path), "{path}");
+        }
+        for path in ["/", "/people", "/people/enroll", "/api/images", "/images"] {
+            assert!(!is_asset(path), "{path}");
+        }
+    }
 
     /// A frontend whose receiver and recognition service are both down (port 1 refuses).
     async fn orphan(root: &std::path::Path) -> Router {

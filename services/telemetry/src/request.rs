@@ -39,6 +39,7 @@ enum Protocol {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestTelemetryLayer {
     protocol: Protocol,
+    also_routine: fn(&str) -> bool,
 }
 
 impl RequestTelemetryLayer {
@@ -46,6 +47,7 @@ impl RequestTelemetryLayer {
     pub fn grpc() -> Self {
         Self {
             protocol: Protocol::Grpc,
+            also_routine: |_| false,
         }
     }
 
@@ -53,6 +55,16 @@ impl RequestTelemetryLayer {
     pub fn http() -> Self {
         Self {
             protocol: Protocol::Http,
+            also_routine: |_| false,
+        }
+    }
+
+    /// Also logs requests whose path `routine` accepts at debug level only: a server's
+    /// own high-volume, low-interest routes (a page's thumbnails and assets, say).
+    pub fn quiet(self, routine: fn(&str) -> bool) -> Self {
+        Self {
+            also_routine: routine,
+            ..self
         }
     }
 }
@@ -63,6 +75,7 @@ impl<S> Layer<S> for RequestTelemetryLayer {
         RequestTelemetry {
             inner,
             protocol: self.protocol,
+            also_routine: self.also_routine,
         }
     }
 }
@@ -72,6 +85,7 @@ impl<S> Layer<S> for RequestTelemetryLayer {
 pub struct RequestTelemetry<S> {
     inner: S,
     protocol: Protocol,
+    also_routine: fn(&str) -> bool,
 }
 
 impl<S, B, RB> Service<http::Request<B>> for RequestTelemetry<S>
@@ -106,6 +120,7 @@ where
             ),
         };
         let protocol = self.protocol;
+        let routine = is_routine(&path) || (self.also_routine)(&path);
         let started = Instant::now();
         // A handler may do work before its future is first polled: give it the context
         // and the span already.
@@ -126,7 +141,7 @@ where
                     .increment(1);
             }
             let elapsed_ms = elapsed * 1000.0;
-            if is_routine(&path) {
+            if routine {
                 tracing::debug!(%outcome, elapsed_ms, "request finished");
             } else {
                 tracing::info!(%outcome, elapsed_ms, "request finished");
