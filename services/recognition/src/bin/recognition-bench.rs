@@ -56,14 +56,14 @@ fn main() -> anyhow::Result<()> {
         accuracy(&recognizer, &args)?;
     }
     if wants("small-faces") {
-        small_faces(&args, &options)?;
+        small_faces(&recognizer, &args)?;
     }
     let image = one_face_vga(&args)?;
     if wants("latency") {
         latency(&recognizer, &options, &image, args.iterations)?;
     }
     if wants("stages") {
-        stages(&args, &image)?;
+        stages(&args, options.detector, &image)?;
     }
     if wants("scaling") {
         scaling(&recognizer, &image, args.iterations)?;
@@ -146,10 +146,9 @@ fn accuracy(recognizer: &Recognizer, args: &Args) -> anyhow::Result<()> {
 /// is `w` pixels wide and pasted into a grey 640 × 480 frame (the latency image's size),
 /// then recognised with the bench's `--max-side` against a gallery of each person's first
 /// photo at full size. Shows the smallest face the detector's input size finds, and the
-/// smallest SFace still names.
-fn small_faces(args: &Args, options: &RecognizerOptions) -> anyhow::Result<()> {
+/// smallest SFace still names. Replaces `recognizer`'s gallery.
+fn small_faces(recognizer: &Recognizer, args: &Args) -> anyhow::Result<()> {
     use opencv::core::{Rect, Scalar, Size, CV_8UC3};
-    let recognizer = Recognizer::load(options)?;
     let photos = evaluation::labeled_photos(&args.data.join("johns"))?;
     let mut subjects = Vec::new();
     let mut enrolled = Vec::new();
@@ -177,7 +176,7 @@ fn small_faces(args: &Args, options: &RecognizerOptions) -> anyhow::Result<()> {
     println!(
         "\n## small faces ({} johns photos shrunk into a 640 × 480 frame; max side {})",
         subjects.len(),
-        options.detector.max_side
+        args.max_side
     );
     println!(
         "| face width | detected | named correctly (threshold {:.2}) |",
@@ -310,10 +309,12 @@ fn latency(
 
 /// Where the time of one image goes: decode, detect (YuNet) and embed (align + SFace),
 /// each timed alone, with OpenCV's own thread pool and with one thread.
-fn stages(args: &Args, image: &[u8]) -> anyhow::Result<()> {
-    use facewire_recognition::{
-        detect::Detector, embed::Embedder, recognizer, DetectorOptions, ImageLimits,
-    };
+fn stages(
+    args: &Args,
+    detector_options: facewire_recognition::DetectorOptions,
+    image: &[u8],
+) -> anyhow::Result<()> {
+    use facewire_recognition::{detect::Detector, embed::Embedder, recognizer, ImageLimits};
     println!(
         "\n## where the time goes (640 × 480, one face; median of {} runs)",
         args.iterations
@@ -322,10 +323,7 @@ fn stages(args: &Args, image: &[u8]) -> anyhow::Result<()> {
     println!("|---|---|---|---|");
     let mut detector = Detector::load(
         &args.model_dir.join(recognizer::DETECTOR_MODEL),
-        DetectorOptions {
-            max_side: args.max_side,
-            ..DetectorOptions::default()
-        },
+        detector_options,
     )?;
     let mut embedder = Embedder::load(&args.model_dir.join(recognizer::EMBEDDER_MODEL))?;
     let limits = ImageLimits::default();
