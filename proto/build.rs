@@ -2,7 +2,11 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    let protos = ["facewire/v1/image.proto", "facewire/v1/recognition.proto"];
+    let protos = [
+        "facewire/v1/image.proto",
+        "facewire/v1/recognition.proto",
+        "facewire/v1/people.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

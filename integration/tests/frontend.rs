@@ -9,7 +9,7 @@ use std::{collections::HashMap, path::Path, time::Duration};
 
 use facewire_integration::{browser::Browser, image_dir, workspace_root, Backends, Service};
 use facewire_proto::v1::submit_result::Outcome as Submitted;
-use facewire_storage::{Outcome, PersonFound, Store, StoreOptions};
+use facewire_storage::{DetectedFace, Outcome, Store, StoreOptions};
 use serde_json::{json, Value};
 
 /// How long the page may take to show a change (a bound on polling, not a measurement).
@@ -170,14 +170,11 @@ async fn submitted_images_show_pending_then_change_live() {
         .await;
     assert_eq!(pwned, Value::Bool(true), "markup in a path ran or rendered");
 
-    site.process(
-        &[ada],
-        Outcome::Done(vec![PersonFound {
-            name: "ada".into(),
-            similarity: 0.91,
-        }]),
-    )
-    .await;
+    let store = Store::open(&site.backends.database_url(), StoreOptions::default())
+        .await
+        .unwrap();
+    site.process(&[ada], named_face(&store, "ada", 0.91).await)
+        .await;
     let row = wait_row(&browser, ada, "done", "ada").await;
     assert_eq!(row["noReload"], Value::Bool(true), "the page reloaded");
     site.process(
@@ -365,10 +362,7 @@ async fn the_page_says_when_the_receiver_is_down_and_recovers() {
     store
         .finish(vec![(
             claims[0].clone(),
-            Outcome::Done(vec![PersonFound {
-                name: "grace".into(),
-                similarity: 0.8,
-            }]),
+            named_face(&store, "grace", 0.8).await,
         )])
         .await
         .unwrap();
@@ -504,4 +498,15 @@ async fn the_real_pipeline_shows_the_right_names_live() {
         .screenshot(Path::new("/tmp/frontend-people.png"))
         .await;
     browser.close().await;
+}
+
+/// The outcome of recognising one face of `name` (the person is created if new).
+async fn named_face(store: &Store, name: &str, similarity: f32) -> Outcome {
+    let (person, _) = store.person_for_name(name).await.unwrap();
+    Outcome::Done(vec![DetectedFace {
+        bbox: [10.0, 10.0, 80.0, 90.0],
+        score: 0.9,
+        matched: Some((person, similarity)),
+        ..DetectedFace::default()
+    }])
 }

@@ -382,7 +382,17 @@ impl FacewireClient {
             page_size,
             page_token,
             status: status.unwrap_or(ImageStatus::Unspecified) as i32,
+            ..Default::default()
         };
+        Ok(call_with_transparent_retry!(self, list_images, request)?.into_inner())
+    }
+
+    /// Lists one page of images with every filter `ListImagesRequest` has (people, unknown
+    /// faces, status).
+    pub async fn list_images_filtered(
+        &mut self,
+        request: ListImagesRequest,
+    ) -> Result<ListImagesResponse, tonic::Status> {
         Ok(call_with_transparent_retry!(self, list_images, request)?.into_inner())
     }
 

@@ -33,8 +33,28 @@ enum Command {
     Recognition(facewire_recognition::RecognitionConfig),
     /// Enrol a person from photos (one face each).
     Enroll(cli::recognition::EnrollArgs),
-    /// List enrolled people and their face counts.
-    People(cli::recognition::PeopleArgs),
+    /// List people with their face and image counts.
+    People(cli::people::PeopleArgs),
+    /// List images, by person (AND), status or unknown faces.
+    Images(cli::people::ImagesArgs),
+    /// List the faces of an image, of a person, or unassigned.
+    Faces(cli::people::FacesArgs),
+    /// Name faces by hand (a new name creates the person).
+    Assign(cli::people::AssignArgs),
+    /// Take faces away from their person by hand (never given back automatically).
+    Unassign(cli::people::UnassignArgs),
+    /// Rename a person.
+    Rename(cli::people::RenameArgs),
+    /// Hide a person from the people list (or --unhide).
+    Hide(cli::people::HideArgs),
+    /// Merge people into one; prints the merge id for unmerge.
+    Merge(cli::people::MergeArgs),
+    /// Undo a merge exactly.
+    Unmerge(cli::people::UnmergeArgs),
+    /// Re-run recognition (stored faces) or detection (images), as a job.
+    Rerun(cli::people::RerunArgs),
+    /// List re-run jobs with their progress.
+    Jobs(cli::people::JobsArgs),
     /// Forget an enrolled person and all their faces.
     Forget(cli::recognition::ForgetArgs),
     /// Find and name the faces in images.
@@ -56,7 +76,17 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate(args) => cli::migrate::run(args).await,
         Command::Recognition(config) => cli::recognition::serve(config).await,
         Command::Enroll(args) => cli::recognition::enroll(args).await,
-        Command::People(args) => cli::recognition::people(args).await,
+        Command::People(args) => cli::people::people(args).await,
+        Command::Images(args) => cli::people::images(args).await,
+        Command::Faces(args) => cli::people::faces(args).await,
+        Command::Assign(args) => cli::people::assign(args).await,
+        Command::Unassign(args) => cli::people::unassign(args).await,
+        Command::Rename(args) => cli::people::rename(args).await,
+        Command::Hide(args) => cli::people::hide(args).await,
+        Command::Merge(args) => cli::people::merge(args).await,
+        Command::Unmerge(args) => cli::people::unmerge(args).await,
+        Command::Rerun(args) => cli::people::rerun(args).await,
+        Command::Jobs(args) => cli::people::jobs(args).await,
         Command::Forget(args) => cli::recognition::forget(args).await,
         Command::Recognize(args) => cli::recognition::recognize(args).await,
         Command::Frontend(config) => cli::frontend::run(config).await,

@@ -1,10 +1,17 @@
 //! The web page listing images, their status and the people found.
 //!
 //! The frontend holds no state of its own: the receiver (gRPC `ImageService`) has the
-//! images, the recognition service (gRPC `RecognitionService`) the enrolled people, the
-//! image root the files. Pages are rendered on the server ([`render`]); a small script
-//! keeps the image table current from `/events`, a Server-Sent Events stream fed by one
-//! shared `WatchImages` stream to the receiver ([`upstream::LiveFeed`]).
+//! images and their faces, the people service (gRPC `PeopleService`, served beside
+//! `RecognitionService` on recognition's address) the people and who each face is,
+//! recognition the enrolment, the image root the files. Pages are rendered on the server
+//! with typed templates ([`render`]); a small script keeps the image table current from
+//! `/events`, a Server-Sent Events stream fed by one shared `WatchImages` stream to the
+//! receiver ([`upstream::LiveFeed`]), and names faces on an image's page through small
+//! JSON endpoints, relabelling them in place.
+//!
+//! Pages: `/` (images, filtered by status and by people), `/images/{id}` (the photo with
+//! its faces), `/people` (named and suggested people), `/people/{id}` (a person's photos;
+//! rename, hide, merge, undo a merge, delete).
 //!
 //! Whatever is down, every page still renders and says what is unreachable.
 
@@ -137,9 +144,9 @@ impl Frontend {
             .expect("a bound listener has an address")
     }
 
-    /// Every route of the frontend (pages, `/events`, thumbnails, `/healthz`,
-    /// `/readyz`, `/metrics`), for a caller that serves them on its own listener.
-    /// Such a caller must call [`Frontend::close_streams`] when it shuts down.
+    /// Every route of the frontend (pages, `/events`, thumbnails, face pictures, the face
+    /// endpoints, `/healthz`, `/readyz`, `/metrics`), for a caller that serves them on its
+    /// own listener. Such a caller must call [`Frontend::close_streams`] when it shuts down.
     pub fn router(&self) -> Router {
         self.router.clone()
     }

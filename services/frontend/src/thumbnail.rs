@@ -1,9 +1,13 @@
-//! Thumbnails: the content type of an image file by its extension, and a small
-//! downscaled copy for the table (JPEG and PNG; other formats are served as they are).
+//! Thumbnails: the content type of an image file by its extension, a small downscaled
+//! copy for the table (JPEG and PNG; other formats are served as they are), and the size
+//! a browser shows an image at (for placing face boxes).
 
 use std::{io::Cursor, path::Path};
 
-use image::{codecs::jpeg::JpegEncoder, DynamicImage, ImageFormat, ImageReader, Limits};
+use image::{
+    codecs::jpeg::JpegEncoder, metadata::Orientation, DynamicImage, ImageDecoder, ImageFormat,
+    ImageReader, Limits,
+};
 
 /// Longest side of a thumbnail, in pixels (the table shows them at half this, so they
 /// stay sharp on high-density screens).
@@ -71,6 +75,47 @@ pub fn thumbnail(bytes: &[u8]) -> Option<(Vec<u8>, &'static str)> {
     }
 }
 
+/// How many leading bytes of a file [`display_size`] needs at most: the header and the
+/// EXIF block (at most 64 KiB) come first.
+pub const SIZE_PREFIX_BYTES: usize = 256 * 1024;
+
+/// The width and height a browser shows a JPEG or PNG at, from its header alone (a
+/// prefix of the file will do): the stored size, turned when the EXIF orientation
+/// rotates by a quarter. Browsers, like the recognition service's decoder, apply the
+/// orientation, so face boxes are in these coordinates. `None` for other formats or an
+/// unreadable header.
+pub fn display_size(prefix: &[u8]) -> Option<(u32, u32)> {
+    let reader = ImageReader::new(Cursor::new(prefix))
+        .with_guessed_format()
+        .ok()?;
+    if !matches!(reader.format(), Some(ImageFormat::Jpeg | ImageFormat::Png)) {
+        return None;
+    }
+    let mut decoder = match reader.into_decoder() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("DBG {e}");
+            return None;
+        }
+    };
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return None;
+    }
+    let turned = matches!(
+        decoder.orientation(),
+        Ok(Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH)
+    );
+    Some(if turned {
+        (height, width)
+    } else {
+        (width, height)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +156,32 @@ mod tests {
         assert_eq!(ct, "image/png");
         let back = image::load_from_memory(&thumb).unwrap();
         assert_eq!((back.width(), back.height()), (160, 160));
+    }
+
+    #[test]
+    fn display_size_reads_the_header_of_a_prefix() {
+        let jpeg = encode(
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(640, 320, Rgb([9, 9, 9]))),
+            ImageFormat::Jpeg,
+        );
+        assert_eq!(display_size(&jpeg), Some((640, 320)));
+        // A file cut short in its pixel data still has its header.
+        let cut = &jpeg[..jpeg.len() - jpeg.len() / 4];
+        assert_eq!(display_size(cut), Some((640, 320)));
+        // EXIF orientation 6 (turn 90° clockwise): shown 320 wide, 640 high.
+        let mut turned = jpeg[..2].to_vec();
+        turned.extend_from_slice(&[0xFF, 0xE1, 0x00, 0x22]);
+        turned.extend_from_slice(b"Exif\0\0MM\0\x2a\0\0\0\x08");
+        turned.extend_from_slice(&[0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
+        turned.extend_from_slice(&jpeg[2..]);
+        assert_eq!(display_size(&turned), Some((320, 640)));
+        let png = encode(
+            DynamicImage::ImageRgba8(RgbaImage::from_pixel(30, 50, Rgba([0, 0, 0, 0]))),
+            ImageFormat::Png,
+        );
+        assert_eq!(display_size(&png), Some((30, 50)));
+        assert_eq!(display_size(b"GIF89a...."), None);
+        assert_eq!(display_size(b"\xff\xd8\xff\xe0 not really a jpeg"), None);
     }
 
     #[test]

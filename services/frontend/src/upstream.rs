@@ -1,6 +1,7 @@
-//! The services behind the page: gRPC clients for the receiver and the recognition
-//! service, and the live feed — one `WatchImages` stream per frontend, shared by every
-//! open page, reconnected whenever it breaks.
+//! The services behind the page: gRPC clients for the receiver, the recognition service
+//! and the people service (served beside recognition, on the same channel), and the live
+//! feed — one `WatchImages` stream per frontend, shared by every open page, reconnected
+//! whenever it breaks.
 
 use std::{
     sync::{Arc, Mutex},
@@ -10,6 +11,7 @@ use std::{
 use facewire_proto::{
     v1::{
         self as pb, image_service_client::ImageServiceClient,
+        people_service_client::PeopleServiceClient,
         recognition_service_client::RecognitionServiceClient,
     },
     BearerAuth, ClientError, ClientOptions,
@@ -104,8 +106,9 @@ type Traced = InjectTraceContext<Channel>;
 /// A traced channel whose calls also carry the bearer token (when one is configured).
 type Authorized = InterceptedService<Traced, BearerAuth>;
 
-/// Clients for the receiver and the recognition service. Channels connect lazily, so
-/// the frontend starts (and its pages render, saying what is down) whatever is running.
+/// Clients for the receiver, the recognition service and the people service. Channels
+/// connect lazily, so the frontend starts (and its pages render, saying what is down)
+/// whatever is running.
 #[derive(Clone)]
 pub struct Upstream {
     /// The receiver's URL, for messages.
@@ -117,6 +120,17 @@ pub struct Upstream {
     watch: ImageServiceClient<Authorized>,
     health: HealthClient<Traced>,
     recognition: RecognitionServiceClient<Authorized>,
+    // Same channel as `recognition`: PeopleService is served on recognition's address.
+    people: PeopleServiceClient<Authorized>,
+}
+
+/// Who faces are assigned to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignee {
+    /// An existing person.
+    Id(i64),
+    /// A person by name, created when nobody has it.
+    Name(String),
 }
 
 impl Upstream {
@@ -132,6 +146,7 @@ impl Upstream {
         let bearer = options.bearer()?;
         let traced = |channel: Channel| InjectTraceContextLayer.layer(channel);
         let unary = traced(receiver.clone().timeout(CALL_TIMEOUT).connect_lazy());
+        let recognition = traced(recognition.timeout(CALL_TIMEOUT).connect_lazy());
         Ok(Self {
             receiver_url: receiver_url.to_string(),
             recognition_url: recognition_url.to_string(),
@@ -142,26 +157,20 @@ impl Upstream {
             ),
             health: HealthClient::new(unary),
             recognition: RecognitionServiceClient::with_interceptor(
-                traced(recognition.timeout(CALL_TIMEOUT).connect_lazy()),
-                bearer,
+                recognition.clone(),
+                bearer.clone(),
             )
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            people: PeopleServiceClient::with_interceptor(recognition, bearer),
         })
     }
 
-    /// A page of images, newest first.
+    /// A page of images, newest first, filtered as `request` says.
     pub async fn list_images(
         &self,
-        status: Option<pb::ImageStatus>,
-        page_token: &str,
-        page_size: i32,
+        request: pb::ListImagesRequest,
     ) -> Result<pb::ListImagesResponse, Status> {
-        let request = pb::ListImagesRequest {
-            page_size,
-            page_token: page_token.to_string(),
-            status: status.unwrap_or_default() as i32,
-        };
         Ok(self.images.clone().list_images(request).await?.into_inner())
     }
 
@@ -192,17 +201,6 @@ impl Upstream {
         }
     }
 
-    /// Enrolled people.
-    pub async fn list_people(&self) -> Result<Vec<pb::PersonSummary>, Status> {
-        Ok(self
-            .recognition
-            .clone()
-            .list_people(pb::ListPeopleRequest {})
-            .await?
-            .into_inner()
-            .people)
-    }
-
     /// A person's enrolled faces with their pictures, oldest first (`NOT_FOUND` for an
     /// unknown person).
     pub async fn list_faces(&self, person: String) -> Result<Vec<pb::EnrolledFaceCrop>, Status> {
@@ -228,6 +226,130 @@ impl Upstream {
             .await?
             .into_inner()
             .results)
+    }
+
+    /// One page of people.
+    pub async fn list_persons(
+        &self,
+        request: pb::ListPersonsRequest,
+    ) -> Result<pb::ListPersonsResponse, Status> {
+        Ok(self
+            .people
+            .clone()
+            .list_persons(request)
+            .await?
+            .into_inner())
+    }
+
+    /// One person by id (`NOT_FOUND` when there is none).
+    pub async fn get_person(&self, person_id: i64) -> Result<pb::PersonRecord, Status> {
+        self.people
+            .clone()
+            .get_person(pb::GetPersonRequest {
+                person_id,
+                name: String::new(),
+            })
+            .await?
+            .into_inner()
+            .person
+            .ok_or_else(|| Status::not_found(format!("no person with id {person_id}")))
+    }
+
+    /// Renames, hides or unhides a person (`ABORTED` when `expected_version` is stale).
+    pub async fn update_person(
+        &self,
+        request: pb::UpdatePersonRequest,
+    ) -> Result<pb::PersonRecord, Status> {
+        let id = request.person_id;
+        self.people
+            .clone()
+            .update_person(request)
+            .await?
+            .into_inner()
+            .person
+            .ok_or_else(|| Status::not_found(format!("no person with id {id}")))
+    }
+
+    /// Erases a person (their photos stay, without the name).
+    pub async fn delete_person(&self, person_id: i64) -> Result<pb::DeletePersonResponse, Status> {
+        Ok(self
+            .people
+            .clone()
+            .delete_person(pb::DeletePersonRequest { person_id })
+            .await?
+            .into_inner())
+    }
+
+    /// Moves every face of `from` into `into`; the answer names the merge to undo.
+    pub async fn merge_persons(
+        &self,
+        into: i64,
+        from: Vec<i64>,
+    ) -> Result<pb::MergePersonsResponse, Status> {
+        Ok(self
+            .people
+            .clone()
+            .merge_persons(pb::MergePersonsRequest {
+                into_person_id: into,
+                from_person_ids: from,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Undoes a merge.
+    pub async fn undo_merge(&self, merge_id: i64) -> Result<Vec<pb::PersonRecord>, Status> {
+        Ok(self
+            .people
+            .clone()
+            .undo_merge(pb::UndoMergeRequest { merge_id })
+            .await?
+            .into_inner()
+            .persons)
+    }
+
+    /// The small JPEG of one face (`NOT_FOUND` when it has none).
+    pub async fn face_crop(&self, face_id: i64) -> Result<Vec<u8>, Status> {
+        Ok(self
+            .people
+            .clone()
+            .get_face_crop(pb::GetFaceCropRequest { face_id })
+            .await?
+            .into_inner()
+            .crop_jpeg)
+    }
+
+    /// Names faces by hand.
+    pub async fn assign_faces(
+        &self,
+        face_ids: Vec<i64>,
+        to: Assignee,
+    ) -> Result<pb::AssignFacesResponse, Status> {
+        let (person_id, person_name) = match to {
+            Assignee::Id(id) => (id, String::new()),
+            Assignee::Name(name) => (0, name),
+        };
+        Ok(self
+            .people
+            .clone()
+            .assign_faces(pb::AssignFacesRequest {
+                face_ids,
+                person_id,
+                person_name,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Takes faces away from their person by hand.
+    pub async fn unassign_faces(&self, face_ids: Vec<i64>) -> Result<Vec<pb::FaceRecord>, Status> {
+        Ok(self
+            .people
+            .clone()
+            .unassign_faces(pb::UnassignFacesRequest { face_ids })
+            .await?
+            .into_inner()
+            .faces)
     }
 
     /// Forgets a person; returns how many faces were removed.
@@ -454,12 +576,21 @@ mod tests {
             &ClientOptions::default(),
         )
         .unwrap();
-        let err = upstream.list_images(None, "", 10).await.unwrap_err();
+        let request = pb::ListImagesRequest {
+            page_size: 10,
+            ..Default::default()
+        };
+        let err = upstream.list_images(request).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);
         let ready = upstream.receiver_ready().await.unwrap_err();
         assert!(ready.contains("is unreachable"), "{ready}");
-        let err = upstream.list_people().await.unwrap_err();
+        let err = upstream
+            .list_persons(pb::ListPersonsRequest::default())
+            .await
+            .unwrap_err();
         assert!(describe_failure(Service::Recognition, "u", &err).contains("unreachable"));
+        let err = upstream.get_person(3).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
     }
 
     #[tokio::test]

@@ -34,7 +34,7 @@ use facewire_proto::{ClientError, ClientOptions};
 use facewire_queue::{Consumer, Delivery, ResubscribingConsumer, WorkQueue};
 use facewire_resilience::{BreakerLayer, ChannelError};
 use facewire_server::CancellationToken;
-use facewire_storage::{images::Claim, now_millis, Outcome, PersonFound, Store};
+use facewire_storage::{images::Claim, now_millis, DetectedFace, Outcome, Store};
 use facewire_telemetry::{trace_context, InjectTraceContextLayer, TraceContext};
 use tokio::sync::mpsc;
 use tower::{util::BoxCloneSyncService, Layer, Service, ServiceExt};
@@ -391,22 +391,9 @@ impl Processor {
                             Some(batch_result::Outcome::Faces(faces)) if faces.faces.is_empty() => {
                                 Outcome::NoFace
                             }
-                            Some(batch_result::Outcome::Faces(faces)) => Outcome::Done(
-                                faces
-                                    .faces
-                                    .iter()
-                                    .map(|f| match &f.r#match {
-                                        Some(m) => PersonFound {
-                                            name: m.person.clone(),
-                                            similarity: m.similarity,
-                                        },
-                                        None => PersonFound {
-                                            name: String::new(),
-                                            similarity: f.best_similarity,
-                                        },
-                                    })
-                                    .collect(),
-                            ),
+                            Some(batch_result::Outcome::Faces(faces)) => {
+                                Outcome::Done(faces.faces.into_iter().map(detected_face).collect())
+                            }
                             Some(batch_result::Outcome::Error(e)) => Outcome::Failed(format!(
                                 "recognition refused the image: {}",
                                 e.message
@@ -537,5 +524,27 @@ fn settle(result: Result<(), facewire_queue::QueueError>) {
         // The broker has already requeued an unsettled message after a lost
         // connection; the database makes the redelivery harmless.
         tracing::debug!(error = %e, "could not settle a delivery");
+    }
+}
+
+/// A face recognition found, as the record the database keeps: box, landmarks, score,
+/// embedding, crop, and the gallery's match (only when it names a person by id: an old
+/// recognition service that sends names alone gets its faces stored unassigned, and a
+/// re-match names them).
+fn detected_face(f: facewire_proto::v1::Face) -> DetectedFace {
+    let bbox = f
+        .r#box
+        .map(|b| [b.x, b.y, b.width, b.height])
+        .unwrap_or_default();
+    DetectedFace {
+        bbox,
+        landmarks: f.landmarks.iter().map(|p| [p.x, p.y]).collect(),
+        score: f.detection_score,
+        embedding: f.embedding,
+        crop: (!f.crop_jpeg.is_empty()).then_some(f.crop_jpeg),
+        matched: f
+            .r#match
+            .filter(|m| m.person_id > 0)
+            .map(|m| (m.person_id, m.similarity.clamp(-1.0, 1.0))),
     }
 }

@@ -2,7 +2,7 @@
 
 use facewire_config::PathError;
 use facewire_proto::v1 as pb;
-use facewire_storage::{ImageRecord, ImageStatus, StoreError};
+use facewire_storage::{Assigned, ImageFace, ImageRecord, ImageStatus};
 
 use crate::ingest::{IngestError, ItemResult};
 
@@ -36,6 +36,38 @@ fn timestamp(millis: i64) -> prost_types::Timestamp {
     }
 }
 
+/// How a face got its person, on the wire.
+pub fn assigned_to_pb(a: Option<Assigned>) -> pb::FaceAssignment {
+    match a {
+        None => pb::FaceAssignment::Unspecified,
+        Some(Assigned::Enrolled) => pb::FaceAssignment::Enrolled,
+        Some(Assigned::Auto) => pb::FaceAssignment::Auto,
+        Some(Assigned::Manual) => pb::FaceAssignment::Manual,
+    }
+}
+
+/// A face box on the wire.
+pub fn bbox_to_pb(b: [f32; 4]) -> pb::BoundingBox {
+    pb::BoundingBox {
+        x: b[0],
+        y: b[1],
+        width: b[2],
+        height: b[3],
+    }
+}
+
+fn image_face_to_pb(f: &ImageFace) -> pb::ImageFace {
+    pb::ImageFace {
+        id: f.id,
+        r#box: f.bbox.map(bbox_to_pb),
+        person_id: f.person_id.unwrap_or_default(),
+        person_name: f.person_name.clone().unwrap_or_default(),
+        assigned: assigned_to_pb(f.assigned) as i32,
+        similarity: f.similarity.unwrap_or_default(),
+        detection_score: f.detection_score.unwrap_or_default(),
+    }
+}
+
 /// A stored image on the wire.
 pub fn image_to_pb(r: &ImageRecord) -> pb::Image {
     pb::Image {
@@ -49,8 +81,10 @@ pub fn image_to_pb(r: &ImageRecord) -> pb::Image {
             .map(|p| pb::Person {
                 name: p.name.clone(),
                 similarity: p.similarity,
+                person_id: p.person_id.unwrap_or_default(),
             })
             .collect(),
+        faces: r.faces.iter().map(image_face_to_pb).collect(),
         attempts: r.attempts,
         last_error: r.last_error.clone().unwrap_or_default(),
         created_at: Some(timestamp(r.created_at)),
@@ -107,15 +141,7 @@ pub fn path_error_status(e: &PathError) -> tonic::Status {
 }
 
 /// The one mapping from storage errors to gRPC status codes.
-pub fn store_status(e: &StoreError) -> tonic::Status {
-    match e {
-        StoreError::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
-        _ => {
-            tracing::error!(error = %e, "database error");
-            tonic::Status::internal(e.to_string())
-        }
-    }
-}
+pub use facewire_server::store_status;
 
 impl From<IngestError> for tonic::Status {
     fn from(e: IngestError) -> Self {

@@ -41,6 +41,9 @@ impl ImageApi {
 /// The stream `WatchImages` answers with.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchImagesResponse, Status>> + Send>>;
 
+/// Most people one image listing may filter by.
+const MAX_PEOPLE_FILTER: usize = 20;
+
 #[tonic::async_trait]
 impl ImageService for ImageApi {
     type WatchImagesStream = WatchStream;
@@ -234,10 +237,20 @@ impl ImageService for ImageApi {
         };
         let status = pb::ImageStatus::try_from(req.status)
             .map_err(|_| Status::invalid_argument(format!("unknown status {}", req.status)))?;
+        if req.person_ids.len() > MAX_PEOPLE_FILTER || req.person_ids.iter().any(|p| *p <= 0) {
+            return Err(Status::invalid_argument(format!(
+                "person_ids must be at most {MAX_PEOPLE_FILTER} positive ids"
+            )));
+        }
+        let filter = facewire_storage::ImageFilter {
+            status: status_from_pb(status),
+            person_ids: req.person_ids,
+            has_unknown_faces: req.has_unknown_faces,
+        };
         let records = self
             .ingest
             .store()
-            .list(status_from_pb(status), before, limit)
+            .list_filtered(filter, before, limit)
             .await
             .map_err(|e| store_status(&e))?;
         let next_page_token = match records.last() {

@@ -23,6 +23,7 @@ pub mod convert;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod redetect;
 pub mod watch;
 
 pub use config::{Limits, ReceiverConfig};
@@ -96,6 +97,7 @@ pub struct Receiver {
     store: Store,
     tls: Option<TlsAcceptor>,
     feed: watch::ChangeFeed,
+    queue: Arc<dyn WorkQueue>,
 }
 
 impl Receiver {
@@ -107,7 +109,7 @@ impl Receiver {
     ) -> Result<Self, ReceiverError> {
         let root = ImageRoot::new(&config.image_root, config.limits.max_image_bytes)
             .map_err(ReceiverError::ImageRoot)?;
-        let ingest = Ingest::new(root, store.clone(), queue, config.limits.max_batch);
+        let ingest = Ingest::new(root, store.clone(), queue.clone(), config.limits.max_batch);
         let batch_api = !config.legacy_api_only;
         let feed = watch::ChangeFeed::new(store.clone(), Duration::from_millis(200));
         let watch_feed = feed.clone();
@@ -143,7 +145,15 @@ impl Receiver {
             store,
             tls,
             feed: watch_feed,
+            queue,
         })
+    }
+
+    /// Adds more gRPC services to the receiver's server (`facewire up` serves every
+    /// service on one address).
+    pub fn with_grpc(mut self, add: impl FnOnce(GrpcServer) -> GrpcServer) -> Self {
+        self.grpc = add(self.grpc);
+        self
     }
 
     /// The bound gRPC address.
@@ -169,6 +179,13 @@ impl Receiver {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let health = self.grpc.health();
         tokio::spawn(watch_database(self.store.clone(), health, shutdown.clone()));
+        tokio::spawn(redetect::run_jobs(
+            self.store.clone(),
+            self.queue.clone(),
+            facewire_server::job_owner("receiver"),
+            Duration::from_secs(1),
+            shutdown.clone(),
+        ));
         // Open WatchImages streams would hold graceful shutdown forever: end them.
         let feed = self.feed.clone();
         let stopping = shutdown.clone();

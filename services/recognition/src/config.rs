@@ -100,6 +100,10 @@ pub struct RecognitionConfig {
     /// enrolled at start. Idempotent: a photo already enrolled is skipped by content hash.
     #[arg(long, env = "FACEWIRE_KNOWN_PEOPLE")]
     pub known_people: Option<PathBuf>,
+    /// Directory submitted image paths are relative to; needed to embed a face a user
+    /// drew on an image (AddFace). Unset: AddFace is refused.
+    #[arg(long = "image-root", env = "FACEWIRE_IMAGE_ROOT")]
+    pub image_root: Option<PathBuf>,
 
     /// How often to check the database for enrolments made by other replicas.
     #[arg(long, env = "FACEWIRE_GALLERY_POLL_SECONDS", default_value_t = 2.0)]

@@ -31,6 +31,14 @@ const TEMPLATE: [[f32; 2]; 5] = [
 
 const CROP: i32 = 112;
 
+/// Landmarks for a face known only by its box (drawn by a person): the template's
+/// points scaled into the box, so alignment maps the box onto the crop.
+pub fn template_landmarks(bbox: [f32; 4]) -> [[f32; 2]; 5] {
+    let scale_x = bbox[2] / CROP as f32;
+    let scale_y = bbox[3] / CROP as f32;
+    TEMPLATE.map(|[x, y]| [bbox[0] + x * scale_x, bbox[1] + y * scale_y])
+}
+
 /// The SFace network.
 pub struct Embedder {
     net: dnn::Net,

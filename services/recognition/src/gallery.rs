@@ -10,6 +10,8 @@ use crate::embed::{normalize, EMBEDDING_DIM};
 pub struct GalleryFace {
     /// Storage id of the face.
     pub face_id: i64,
+    /// Storage id of its person.
+    pub person_id: i64,
     /// The person it belongs to.
     pub person: String,
     /// Its embedding (normalised again on insertion, so any length is accepted).
@@ -21,6 +23,8 @@ pub struct GalleryFace {
 pub struct BestMatch {
     /// The person whose face is most similar.
     pub person: String,
+    /// That person's storage id.
+    pub person_id: i64,
     /// Storage id of that face.
     pub face_id: i64,
     /// Cosine similarity in [-1, 1].
@@ -38,6 +42,8 @@ pub struct Gallery {
     row_face: Vec<i64>,
     /// Distinct names.
     people: Vec<String>,
+    /// Storage id of each of `people`.
+    person_ids: Vec<i64>,
     /// The storage version this snapshot reflects.
     version: i64,
 }
@@ -50,7 +56,7 @@ impl Gallery {
             version,
             ..Gallery::default()
         };
-        let mut index = std::collections::HashMap::<String, u32>::new();
+        let mut index = std::collections::HashMap::<i64, u32>::new();
         let mut skipped = 0;
         for face in faces {
             if face.embedding.len() != EMBEDDING_DIM {
@@ -58,8 +64,9 @@ impl Gallery {
                 continue;
             }
             let next = g.people.len() as u32;
-            let person = *index.entry(face.person.clone()).or_insert_with(|| {
+            let person = *index.entry(face.person_id).or_insert_with(|| {
                 g.people.push(face.person.clone());
+                g.person_ids.push(face.person_id);
                 next
             });
             let start = g.matrix.len();
@@ -98,18 +105,35 @@ impl Gallery {
 
     /// The most similar enrolled face to the unit vector `query` (`None` when empty).
     pub fn best_match(&self, query: &[f32; EMBEDDING_DIM]) -> Option<BestMatch> {
+        self.best_match_excluding(query, &[])
+    }
+
+    /// The most similar face whose person is not one of `excluded` (person ids): a
+    /// face a user took away from someone is never matched to them again.
+    pub fn best_match_excluding(
+        &self,
+        query: &[f32; EMBEDDING_DIM],
+        excluded: &[i64],
+    ) -> Option<BestMatch> {
         let mut best = (usize::MAX, f32::NEG_INFINITY);
         for (row, face) in self.matrix.chunks_exact(EMBEDDING_DIM).enumerate() {
             let s = dot(face, query);
-            if s > best.1 {
+            if s > best.1
+                && (excluded.is_empty()
+                    || !excluded.contains(&self.person_ids[self.row_person[row] as usize]))
+            {
                 best = (row, s);
             }
         }
         let (row, similarity) = best;
-        (row != usize::MAX).then(|| BestMatch {
-            person: self.people[self.row_person[row] as usize].clone(),
-            face_id: self.row_face[row],
-            similarity,
+        (row != usize::MAX).then(|| {
+            let person = self.row_person[row] as usize;
+            BestMatch {
+                person: self.people[person].clone(),
+                person_id: self.person_ids[person],
+                face_id: self.row_face[row],
+                similarity: similarity.clamp(-1.0, 1.0),
+            }
         })
     }
 }
@@ -140,6 +164,11 @@ mod tests {
     fn face(id: i64, person: &str, embedding: Vec<f32>) -> GalleryFace {
         GalleryFace {
             face_id: id,
+            person_id: match person {
+                "ada" => 1,
+                "bob" => 2,
+                _ => 3,
+            },
             person: person.into(),
             embedding,
         }
@@ -179,5 +208,9 @@ mod tests {
         let m = g.best_match(&q).unwrap();
         assert_eq!(m.person, "ada");
         assert!((m.similarity - 1.0).abs() < 1e-6);
+        // With ada excluded, the best face of anyone else.
+        let m = g.best_match_excluding(&q, &[1]).unwrap();
+        assert_eq!((m.person.as_str(), m.person_id), ("bob", 2));
+        assert!(g.best_match_excluding(&q, &[1, 2]).is_none());
     }
 }

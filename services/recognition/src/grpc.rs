@@ -40,7 +40,7 @@ impl From<RosterError> for Status {
         match e {
             RosterError::InvalidName { .. } => Status::invalid_argument(e.to_string()),
             RosterError::UnknownPerson(_) => Status::not_found(e.to_string()),
-            RosterError::Store(_) => Status::unavailable(e.to_string()),
+            RosterError::Store(e) => facewire_server::store_status(&e),
             RosterError::Internal(_) => Status::internal(e.to_string()),
         }
     }
@@ -71,8 +71,11 @@ pub fn face_to_proto(face: &RecognizedFace) -> pb::Face {
         r#match: face.person.as_ref().map(|person| pb::Match {
             person: person.clone(),
             similarity: face.best_similarity,
+            person_id: face.person_id.unwrap_or_default(),
         }),
         best_similarity: face.best_similarity,
+        embedding: face.embedding.to_vec(),
+        crop_jpeg: face.crop_jpeg.clone(),
     }
 }
 
@@ -84,6 +87,7 @@ pub fn image_error_to_proto(e: &ImageError) -> pb::ImageError {
         ImageError::TooLarge(_) => pb::ImageErrorCode::TooLarge,
         ImageError::FaceCount(_) => pb::ImageErrorCode::FaceCount,
         ImageError::Analysis(_) => pb::ImageErrorCode::AnalysisFailed,
+        ImageError::Drawn(_) => pb::ImageErrorCode::Unspecified,
     };
     pb::ImageError {
         code: code as i32,
@@ -151,6 +155,13 @@ impl RecognitionService for RecognitionApi {
             return Err(Status::invalid_argument("no images to enrol"));
         }
         let results = self.roster.enroll(&req.name, req.images).await?;
+        if results.iter().any(|r| r.as_ref().is_ok_and(|f| f.created)) {
+            // A new person (or photo) may name faces already stored.
+            let people = crate::People::new(self.roster.clone(), None);
+            if let Err(e) = people.rematch(false, |_, _| async { true }).await {
+                tracing::warn!("re-match after enrolment failed: {e}");
+            }
+        }
         let results = results
             .iter()
             .enumerate()

@@ -15,12 +15,18 @@ pub mod evaluation;
 pub mod gallery;
 pub mod grpc;
 pub mod image;
+pub mod people;
+pub mod people_grpc;
 pub mod recognizer;
 pub mod roster;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use facewire_proto::v1::recognition_service_server::RecognitionServiceServer;
+use facewire_config::ImageRoot;
+use facewire_proto::v1::{
+    people_service_server::PeopleServiceServer,
+    recognition_service_server::RecognitionServiceServer,
+};
 use facewire_server::{
     auth::AuthLayer,
     tls::{TlsAcceptor, TlsError},
@@ -36,6 +42,8 @@ pub use embed::{Embedding, EMBEDDING_DIM};
 pub use gallery::{BestMatch, Gallery, GalleryFace};
 pub use grpc::RecognitionApi;
 pub use image::{ImageLimits, OversizePolicy};
+pub use people::{People, PeopleError, PersonRef};
+pub use people_grpc::PeopleApi;
 pub use recognizer::{
     AnalyzedFace, EnrolmentFace, RecognizedFace, Recognizer, RecognizerOptions,
     DEFAULT_MATCH_THRESHOLD, DETECTOR_MODEL, EMBEDDER_MODEL,
@@ -61,6 +69,9 @@ pub enum ImageError {
     /// OpenCV failed while analysing a decoded image.
     #[error("face analysis failed: {0}")]
     Analysis(String),
+    /// A drawn face box that cannot be used (outside the image, too small).
+    #[error("unusable face box: {0}")]
+    Drawn(String),
 }
 
 impl ImageError {
@@ -92,6 +103,9 @@ pub enum RecognitionError {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The image root (for drawn faces) cannot be used.
+    #[error("image root {0}: {1}")]
+    ImageRoot(PathBuf, std::io::Error),
     /// The database could not be opened or read.
     #[error("database: {0}")]
     Store(#[from] StoreError),
@@ -122,7 +136,7 @@ pub struct Recognition {
     listener: TcpListener,
     http_listener: Option<TcpListener>,
     tls: Option<TlsAcceptor>,
-    roster: Arc<Roster>,
+    people: People,
     poll: std::time::Duration,
 }
 
@@ -155,19 +169,24 @@ impl Recognition {
                 "known people enrolled"
             );
         }
-        let api =
-            RecognitionServiceServer::new(RecognitionApi::new(roster.clone(), config.max_batch))
-                .max_decoding_message_size(config.max_message_bytes);
-        // Changing the gallery needs the token when one is configured. Recognising and
-        // listing change nothing and stay open, like health and reflection (the processors
-        // call RecognizeBatch; the NetworkPolicy limits who reaches this port at all).
-        let name = RecognitionServiceServer::<RecognitionApi>::NAME;
-        let writes = [format!("/{name}/Enroll"), format!("/{name}/RemovePerson")];
-        let api = tower::Layer::layer(&AuthLayer::grpc(config.auth.token(), &writes), api);
+        let image_root = match &config.image_root {
+            Some(dir) => Some(
+                ImageRoot::new(dir, config.max_message_bytes as u64)
+                    .map_err(|e| RecognitionError::ImageRoot(dir.clone(), e))?,
+            ),
+            None => None,
+        };
+        let people = People::new(roster.clone(), image_root);
         let grpc = GrpcServer::new()
             .max_message_bytes(config.max_message_bytes)
-            .add_service(api)
             .tls(tls.clone());
+        let grpc = add_services(
+            grpc,
+            &people,
+            config.max_batch,
+            config.max_message_bytes,
+            config.auth.token(),
+        );
         let listener = facewire_server::bind(config.grpc_addr).await?;
         let http_listener = match config.http_addr {
             Some(addr) => Some(facewire_server::bind(addr).await?),
@@ -178,7 +197,7 @@ impl Recognition {
             listener,
             http_listener,
             tls,
-            roster,
+            people,
             poll: config.gallery_poll(),
         })
     }
@@ -204,7 +223,12 @@ impl Recognition {
 
     /// The roster (gallery) the service answers from.
     pub fn roster(&self) -> &Arc<Roster> {
-        &self.roster
+        self.people.roster()
+    }
+
+    /// The people operations the service answers from.
+    pub fn people(&self) -> &People {
+        &self.people
     }
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests. Polls the
@@ -218,10 +242,15 @@ impl Recognition {
             listener,
             http_listener,
             tls,
-            roster,
+            people,
             poll,
         } = self;
-        tokio::spawn(roster.watch(poll, shutdown.clone()));
+        tokio::spawn(people.roster().clone().watch(poll, shutdown.clone()));
+        tokio::spawn(people.clone().run_jobs(
+            facewire_server::job_owner("recognition"),
+            std::time::Duration::from_secs(1),
+            shutdown.clone(),
+        ));
         let routes = facewire_server::ops_routes(Some(grpc.health()));
         let stop = shutdown.clone();
         let ops = async move {
@@ -235,6 +264,44 @@ impl Recognition {
         tokio::try_join!(grpc.serve(listener, shutdown), ops)?;
         Ok(())
     }
+}
+
+/// Adds RecognitionService and PeopleService (over `people`) to `grpc`. Changing the
+/// gallery or anyone's faces needs the token when one is configured; recognising and
+/// reading stay open, like health and reflection (the processors call RecognizeBatch;
+/// the NetworkPolicy limits who reaches this port at all). `facewire up` adds them to
+/// the receiver's server, so every service is on one address.
+pub fn add_services(
+    grpc: GrpcServer,
+    people: &People,
+    max_batch: usize,
+    max_message_bytes: usize,
+    token: Option<&str>,
+) -> GrpcServer {
+    let api =
+        RecognitionServiceServer::new(RecognitionApi::new(people.roster().clone(), max_batch))
+            .max_decoding_message_size(max_message_bytes);
+    let name = RecognitionServiceServer::<RecognitionApi>::NAME;
+    let writes = [format!("/{name}/Enroll"), format!("/{name}/RemovePerson")];
+    let api = tower::Layer::layer(&AuthLayer::grpc(token, &writes), api);
+    let people_api = PeopleServiceServer::new(PeopleApi::new(people.clone()));
+    let name = PeopleServiceServer::<PeopleApi>::NAME;
+    let writes: Vec<String> = [
+        "UpdatePerson",
+        "DeletePerson",
+        "MergePersons",
+        "UndoMerge",
+        "AssignFaces",
+        "UnassignFaces",
+        "AddFace",
+        "StartJob",
+        "CancelJob",
+    ]
+    .iter()
+    .map(|m| format!("/{name}/{m}"))
+    .collect();
+    let people_api = tower::Layer::layer(&AuthLayer::grpc(token, &writes), people_api);
+    grpc.add_service(api).add_service(people_api)
 }
 
 /// The whole service from its configuration: opens the database, builds, serves until

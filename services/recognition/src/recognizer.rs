@@ -77,6 +77,9 @@ pub struct EnrolmentFace {
     pub crop_jpeg: Vec<u8>,
 }
 
+/// The shortest side, in pixels, a drawn face box may have.
+pub const MIN_DRAWN_FACE: f32 = 16.0;
+
 /// A face found in an image, matched against the gallery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecognizedFace {
@@ -84,8 +87,14 @@ pub struct RecognizedFace {
     pub detection: Detection,
     /// The enrolled person, when the best similarity reaches the threshold.
     pub person: Option<String>,
+    /// That person's storage id.
+    pub person_id: Option<i64>,
     /// Similarity to the best gallery face (0 when the gallery is empty).
     pub best_similarity: f32,
+    /// Who it looks like, as a unit vector (stored, so it can be matched again later).
+    pub embedding: Embedding,
+    /// The aligned face, as a small JPEG.
+    pub crop_jpeg: Vec<u8>,
 }
 
 struct Engine {
@@ -211,21 +220,71 @@ impl Recognizer {
         self.with_engine(|engine| engine.detector.detect(&image))
     }
 
-    /// Finds every face in `bytes` and names the ones the gallery knows.
+    /// Finds every face in `bytes` and names the ones the gallery knows; each face comes
+    /// with its embedding and aligned crop, so it can be stored as a record.
     pub fn recognize(&self, bytes: &[u8]) -> Result<Vec<RecognizedFace>, ImageError> {
-        let faces = self.analyze(bytes)?;
+        let image = decode(bytes, &self.limits)?;
+        let faces = self.with_engine(|engine| {
+            let detections = engine.detector.detect(&image)?;
+            detections
+                .into_iter()
+                .map(|detection| {
+                    let (embedding, crop) = engine.embedder.embed_with_crop(&image, &detection)?;
+                    Ok((detection, embedding, crop))
+                })
+                .collect::<Result<Vec<_>, ImageError>>()
+        })?;
         let gallery = self.gallery();
         Ok(faces
             .into_iter()
-            .map(|face| {
-                let (person, best_similarity) = self.identify_in(&gallery, &face.embedding);
+            .map(|(detection, embedding, crop_jpeg)| {
+                let (matched, best_similarity) = self.identify_in(&gallery, &embedding, &[]);
                 RecognizedFace {
-                    detection: face.detection,
-                    person,
+                    detection,
+                    person: matched.as_ref().map(|m| m.0.clone()),
+                    person_id: matched.map(|m| m.1),
                     best_similarity,
+                    embedding,
+                    crop_jpeg,
                 }
             })
             .collect())
+    }
+
+    /// Embeds a face a person drew: the box must lie inside the image and be at least
+    /// [`MIN_DRAWN_FACE`] pixels on its shorter side. Landmarks are placed where the
+    /// alignment template expects them inside the box, since the detector missed it.
+    pub fn drawn_face(&self, bytes: &[u8], bbox: [f32; 4]) -> Result<EnrolmentFace, ImageError> {
+        let image = decode(bytes, &self.limits)?;
+        let (w, h) = {
+            use opencv::prelude::MatTraitConst;
+            (image.cols() as f32, image.rows() as f32)
+        };
+        let [x, y, bw, bh] = bbox;
+        if !(x >= 0.0 && y >= 0.0 && bw.is_finite() && bh.is_finite() && x + bw <= w && y + bh <= h)
+        {
+            return Err(ImageError::Drawn(format!(
+                "the box ({x}, {y}, {bw} x {bh}) is not inside the {w} x {h} image"
+            )));
+        }
+        if bw.min(bh) < MIN_DRAWN_FACE {
+            return Err(ImageError::Drawn(format!(
+                "the box is {bw} x {bh} pixels; a face must be at least {MIN_DRAWN_FACE} on each side"
+            )));
+        }
+        let detection = Detection {
+            bbox,
+            landmarks: crate::embed::template_landmarks(bbox),
+            score: 0.0,
+        };
+        self.with_engine(|engine| {
+            let (embedding, crop_jpeg) = engine.embedder.embed_with_crop(&image, &detection)?;
+            Ok(EnrolmentFace {
+                detection,
+                embedding,
+                crop_jpeg,
+            })
+        })
     }
 
     /// The single face of an enrolment image, with its aligned crop; any other count is
@@ -250,15 +309,26 @@ impl Recognizer {
     /// The person `embedding` belongs to (if any reaches the threshold) and the best
     /// similarity in the current gallery.
     pub fn identify(&self, embedding: &Embedding) -> (Option<String>, f32) {
-        self.identify_in(&self.gallery(), embedding)
+        let (matched, similarity) = self.identify_in(&self.gallery(), embedding, &[]);
+        (matched.map(|m| m.0), similarity)
     }
 
-    fn identify_in(&self, gallery: &Gallery, embedding: &Embedding) -> (Option<String>, f32) {
-        match gallery.best_match(embedding) {
+    /// The person (name and id) `embedding` belongs to, if any reaches the threshold,
+    /// never one of `excluded`; and the best similarity.
+    pub fn identify_in(
+        &self,
+        gallery: &Gallery,
+        embedding: &Embedding,
+        excluded: &[i64],
+    ) -> (Option<(String, i64)>, f32) {
+        match gallery.best_match_excluding(embedding, excluded) {
             Some(BestMatch {
-                person, similarity, ..
+                person,
+                person_id,
+                similarity,
+                ..
             }) => (
-                (similarity >= self.match_threshold).then_some(person),
+                (similarity >= self.match_threshold).then_some((person, person_id)),
                 similarity,
             ),
             None => (None, 0.0),

@@ -164,6 +164,7 @@ impl Roster {
             let (gallery, skipped) = Gallery::build(
                 rows.into_iter().map(|r| GalleryFace {
                     face_id: r.face_id,
+                    person_id: r.person_id,
                     person: r.person,
                     embedding: r.embedding,
                 }),

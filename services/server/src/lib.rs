@@ -378,6 +378,28 @@ pub async fn drain_on(
     shutdown.cancel();
 }
 
+/// The one mapping of a storage error to a gRPC status, for every service: an
+/// unreachable database is UNAVAILABLE (retry later), anything else INTERNAL. Messages
+/// are generic; the details go to the log, never to clients.
+pub fn store_status(e: &facewire_storage::StoreError) -> tonic::Status {
+    match e {
+        facewire_storage::StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "database unavailable");
+            tonic::Status::unavailable("the database is unavailable; try again")
+        }
+        _ => {
+            tracing::error!(error = %e, "database error");
+            tonic::Status::internal("a database error occurred")
+        }
+    }
+}
+
+/// A name for this process as a job runner: host, process id and role.
+pub fn job_owner(role: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("{host}/{}/{role}", std::process::id())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 use diesel::prelude::*;
 
 use crate::{
+    faces::{bump_gallery, EditError},
     now_millis,
     schema::{faces, gallery_version, people},
     Store, StoreError,
@@ -38,11 +39,14 @@ pub struct StoredFaceId {
     pub created: bool,
 }
 
-/// A face as loaded to build the in-memory gallery.
+/// A face as loaded to build the in-memory gallery: an enrolment photo or a face
+/// named by hand, of a named person.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GalleryRow {
     /// The face's id.
     pub face_id: i64,
+    /// Its person's id.
+    pub person_id: i64,
     /// Its person's name.
     pub person: String,
     /// Its embedding.
@@ -67,20 +71,6 @@ pub struct FaceCrop {
     pub crop: Option<Vec<u8>>,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = faces)]
-struct FaceInsert<'a> {
-    person_id: i64,
-    content_hash: &'a str,
-    embedding: Vec<u8>,
-    box_x: f32,
-    box_y: f32,
-    box_width: f32,
-    box_height: f32,
-    created_at: i64,
-    crop: Option<&'a [u8]>,
-}
-
 /// `f32`s as little-endian bytes.
 pub fn embedding_to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -100,15 +90,8 @@ pub fn embedding_from_bytes(bytes: &[u8]) -> Result<Vec<f32>, StoreError> {
         .collect())
 }
 
-/// Bumps the gallery version inside the caller's transaction. A macro, not a function,
-/// because `with_conn!` compiles its body once per backend with a concrete connection.
-macro_rules! bump_version {
-    ($conn:expr) => {
-        diesel::update(gallery_version::table.filter(gallery_version::id.eq(1)))
-            .set(gallery_version::version.eq(gallery_version::version + 1i64))
-            .execute($conn)
-    };
-}
+/// Face id, person id, name, embedding bytes.
+type GalleryQueryRow = (i64, i64, Option<String>, Option<Vec<u8>>);
 
 impl Store {
     /// Adds a face, creating its person if new. Idempotent by content hash: the same
@@ -120,7 +103,11 @@ impl Store {
                 // A write first, so SQLite takes the write lock at once (waiting on the
                 // busy timeout) instead of failing to upgrade a read transaction.
                 diesel::insert_into(people::table)
-                    .values((people::name.eq(&face.person), people::created_at.eq(now)))
+                    .values((
+                        people::name.eq(&face.person),
+                        people::created_at.eq(now),
+                        people::updated_at.eq(now),
+                    ))
                     .on_conflict(people::name)
                     .do_nothing()
                     .execute(conn)?;
@@ -128,31 +115,36 @@ impl Store {
                     .filter(people::name.eq(&face.person))
                     .select(people::id)
                     .first(conn)?;
+                // Any unique violation here is the enrolment index (person, photo).
                 let inserted: Option<i64> = diesel::insert_into(faces::table)
-                    .values(FaceInsert {
-                        person_id,
-                        content_hash: &face.content_hash,
-                        embedding: embedding_to_bytes(&face.embedding),
-                        box_x: face.bbox[0],
-                        box_y: face.bbox[1],
-                        box_width: face.bbox[2],
-                        box_height: face.bbox[3],
-                        created_at: now,
-                        crop: face.crop.as_deref(),
-                    })
-                    .on_conflict((faces::person_id, faces::content_hash))
-                    .do_nothing()
+                    .values((
+                        faces::person_id.eq(person_id),
+                        faces::source.eq("enrolled"),
+                        faces::assigned.eq("enrolled"),
+                        faces::content_hash.eq(&face.content_hash),
+                        faces::embedding.eq(embedding_to_bytes(&face.embedding)),
+                        faces::box_x.eq(face.bbox[0]),
+                        faces::box_y.eq(face.bbox[1]),
+                        faces::box_width.eq(face.bbox[2]),
+                        faces::box_height.eq(face.bbox[3]),
+                        faces::quality.eq(face.bbox[2].min(face.bbox[3])),
+                        faces::crop.eq(face.crop.as_deref()),
+                        faces::created_at.eq(now),
+                        faces::updated_at.eq(now),
+                    ))
+                    .on_conflict_do_nothing()
                     .returning(faces::id)
                     .get_result(conn)
                     .optional()?;
                 let stored = match inserted {
                     Some(id) => {
-                        bump_version!(conn)?;
+                        bump_gallery!(conn)?;
                         StoredFaceId { id, created: true }
                     }
                     None => StoredFaceId {
                         id: faces::table
                             .filter(faces::person_id.eq(person_id))
+                            .filter(faces::source.eq("enrolled"))
                             .filter(faces::content_hash.eq(&face.content_hash))
                             .select(faces::id)
                             .first(conn)?,
@@ -183,19 +175,26 @@ impl Store {
                     .filter(gallery_version::id.eq(1))
                     .select(gallery_version::version)
                     .first(conn)?;
-                let rows: Vec<(i64, String, Vec<u8>)> = faces::table
-                    .inner_join(people::table)
+                let rows: Vec<GalleryQueryRow> = faces::table
+                    .inner_join(people::table.on(people::id.nullable().eq(faces::person_id)))
+                    .filter(faces::embedding.is_not_null())
+                    .filter(faces::assigned.eq_any(["enrolled", "manual"]))
+                    .filter(people::name.is_not_null())
+                    .filter(people::merged_into.is_null())
                     .order(faces::id.asc())
-                    .select((faces::id, people::name, faces::embedding))
+                    .select((faces::id, people::id, people::name, faces::embedding))
                     .load(conn)?;
                 let faces = rows
                     .into_iter()
-                    .map(|(face_id, person, bytes)| {
+                    .map(|(face_id, person_id, person, bytes)| {
                         Ok(GalleryRow {
                             face_id,
-                            person,
-                            embedding: embedding_from_bytes(&bytes)
-                                .map_err(|e| StoreError::Corrupt(format!("face {face_id}: {e}")))?,
+                            person_id,
+                            person: person.unwrap_or_default(),
+                            embedding: embedding_from_bytes(bytes.as_deref().unwrap_or_default())
+                                .map_err(|e| {
+                                StoreError::Corrupt(format!("face {face_id}: {e}"))
+                            })?,
                         })
                     })
                     .collect::<Result<Vec<_>, StoreError>>()?;
@@ -204,18 +203,23 @@ impl Store {
         })
     }
 
-    /// Enrolled people with their face counts, by name.
+    /// Named people with their face counts, by name.
     pub async fn people(&self) -> Result<Vec<PersonSummary>, StoreError> {
         with_conn!(self, |conn| {
-            let rows: Vec<(String, i64)> = people::table
-                .left_join(faces::table)
+            let rows: Vec<(Option<String>, i64)> = people::table
+                .left_join(faces::table.on(faces::person_id.eq(people::id.nullable())))
+                .filter(people::name.is_not_null())
+                .filter(people::merged_into.is_null())
                 .group_by((people::id, people::name))
                 .select((people::name, diesel::dsl::count(faces::id.nullable())))
                 .order(people::name.asc())
                 .load(conn)?;
             Ok(rows
                 .into_iter()
-                .map(|(name, face_count)| PersonSummary { name, face_count })
+                .map(|(name, face_count)| PersonSummary {
+                    name: name.unwrap_or_default(),
+                    face_count,
+                })
                 .collect())
         })
     }
@@ -237,6 +241,7 @@ impl Store {
                 };
                 let rows: Vec<(i64, Option<Vec<u8>>)> = faces::table
                     .filter(faces::person_id.eq(person_id))
+                    .filter(faces::source.eq("enrolled"))
                     .order(faces::id.asc())
                     .select((faces::id, faces::crop))
                     .load(conn)?;
@@ -249,29 +254,18 @@ impl Store {
         })
     }
 
-    /// Forgets a person and their faces. Returns how many faces were removed, or `None`
-    /// when nobody has that name.
+    /// Forgets a person by name (see [`Store::delete_person`]). Returns how many
+    /// enrolment faces were erased, or `None` when nobody has that name.
     pub async fn remove_person(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        let name = name.to_string();
-        with_conn!(self, |conn| {
-            conn.transaction(|conn| {
-                // Faces first (a write, for SQLite's lock; and no reliance on the
-                // connection having foreign keys enabled for the cascade).
-                let person_ids = people::table
-                    .filter(people::name.eq(&name))
-                    .select(people::id);
-                let faces_removed =
-                    diesel::delete(faces::table.filter(faces::person_id.eq_any(person_ids)))
-                        .execute(conn)? as i64;
-                let people_removed =
-                    diesel::delete(people::table.filter(people::name.eq(&name))).execute(conn)?;
-                if people_removed == 0 {
-                    return Ok::<_, StoreError>(None);
-                }
-                bump_version!(conn)?;
-                Ok(Some(faces_removed))
-            })
-        })
+        let Some(person) = self.person_by_name(name).await? else {
+            return Ok(None);
+        };
+        match self.delete_person(person.id).await {
+            Ok(erased) => Ok(Some(erased.faces_erased)),
+            Err(EditError::NoPerson(_)) => Ok(None),
+            Err(EditError::Store(e)) => Err(e),
+            Err(e) => Err(StoreError::Corrupt(e.to_string())),
+        }
     }
 }
 

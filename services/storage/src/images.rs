@@ -11,7 +11,12 @@
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{now_millis, schema::images, Backend, Store, StoreError};
+use crate::{
+    faces::{load_image_faces, write_image_faces, DetectedFace, ImageFace},
+    now_millis,
+    schema::{face_rejections, faces, images, people},
+    Backend, Store, StoreError,
+};
 
 /// Where an image is in the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -75,13 +80,42 @@ impl std::fmt::Display for ImageStatus {
     }
 }
 
-/// Someone found in an image.
+/// Someone found in an image, derived from its faces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersonFound {
-    /// Enrolled name; empty for a face that matched nobody.
+    /// The person's name; empty for a face with no (named) person.
     pub name: String,
-    /// Cosine similarity to the best-matching enrolled face.
+    /// For automatic matches, the cosine similarity; 1 for faces named by hand or
+    /// enrolment; 0 for faces with nobody.
     pub similarity: f32,
+    /// The person's id, if the face has one.
+    pub person_id: Option<i64>,
+}
+
+impl PersonFound {
+    fn from_face(face: &ImageFace) -> Self {
+        let similarity = match face.assigned {
+            Some(crate::faces::Assigned::Auto) => face.similarity.unwrap_or(0.0),
+            Some(_) => 1.0,
+            None => 0.0,
+        };
+        PersonFound {
+            name: face.person_name.clone().unwrap_or_default(),
+            similarity: similarity.clamp(-1.0, 1.0),
+            person_id: face.person_id,
+        }
+    }
+}
+
+/// Which images to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFilter {
+    /// Only in this status.
+    pub status: Option<ImageStatus>,
+    /// Only images showing every one of these people.
+    pub person_ids: Vec<i64>,
+    /// Only images with a face nobody is assigned to.
+    pub has_unknown_faces: bool,
 }
 
 /// An image to record.
@@ -104,8 +138,10 @@ pub struct ImageRecord {
     pub content_hash: String,
     /// Current state.
     pub status: ImageStatus,
-    /// People found (empty until done).
+    /// People found, one entry per face (empty until done); derived from `faces`.
     pub people: Vec<PersonFound>,
+    /// The faces found, with their people.
+    pub faces: Vec<ImageFace>,
     /// Processing attempts so far.
     pub attempts: i32,
     /// Why the last attempt failed, if it did.
@@ -123,24 +159,21 @@ struct ImageRow {
     path: String,
     content_hash: String,
     status: String,
-    people: String,
     attempts: i32,
     last_error: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
 
-impl TryFrom<ImageRow> for ImageRecord {
-    type Error = StoreError;
-    fn try_from(r: ImageRow) -> Result<Self, StoreError> {
-        let people = serde_json::from_str(&r.people)
-            .map_err(|e| StoreError::Corrupt(format!("image {}: people: {e}", r.id)))?;
+impl ImageRecord {
+    fn from_row(r: ImageRow, faces: Vec<ImageFace>) -> Result<Self, StoreError> {
         Ok(ImageRecord {
             id: r.id,
             path: r.path,
             content_hash: r.content_hash,
             status: r.status.parse()?,
-            people,
+            people: faces.iter().map(PersonFound::from_face).collect(),
+            faces,
             attempts: r.attempts,
             last_error: r.last_error,
             created_at: r.created_at,
@@ -155,7 +188,6 @@ struct ImageInsert<'a> {
     path: &'a str,
     content_hash: &'a str,
     status: &'a str,
-    people: &'a str,
     attempts: i32,
     created_at: i64,
     updated_at: i64,
@@ -178,7 +210,7 @@ pub struct Claim {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Faces found (matched or not).
-    Done(Vec<PersonFound>),
+    Done(Vec<DetectedFace>),
     /// No face in the image.
     NoFace,
     /// Permanent failure, with the reason.
@@ -198,8 +230,19 @@ impl Outcome {
     }
 }
 
-fn records(rows: Vec<ImageRow>) -> Result<Vec<ImageRecord>, StoreError> {
-    rows.into_iter().map(ImageRecord::try_from).collect()
+/// Image rows with their faces, in the rows' order.
+macro_rules! records {
+    ($conn:expr, $rows:expr) => {{
+        let rows: Vec<ImageRow> = $rows;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut faces = load_image_faces!($conn, &ids);
+        rows.into_iter()
+            .map(|r| {
+                let f = faces.remove(&r.id).unwrap_or_default();
+                ImageRecord::from_row(r, f)
+            })
+            .collect::<Result<Vec<ImageRecord>, StoreError>>()
+    }};
 }
 
 impl Store {
@@ -217,7 +260,6 @@ impl Store {
                     path: &n.path,
                     content_hash: &n.content_hash,
                     status: ImageStatus::Pending.as_str(),
-                    people: "[]",
                     attempts: 0,
                     created_at: now,
                     updated_at: now,
@@ -231,19 +273,21 @@ impl Store {
             })?;
             // Ids are assigned in VALUES order on both backends; sort to be certain.
             inserted.sort_by_key(|r| r.id);
-            records(inserted)
+            inserted
+                .into_iter()
+                .map(|r| ImageRecord::from_row(r, Vec::new()))
+                .collect()
         })
     }
 
     /// One image by id.
     pub async fn get(&self, id: i64) -> Result<Option<ImageRecord>, StoreError> {
         with_conn!(self, |conn| {
-            let row = images::table
-                .find(id)
+            let rows = images::table
+                .filter(images::id.eq(id))
                 .select(ImageRow::as_select())
-                .first(conn)
-                .optional()?;
-            row.map(ImageRecord::try_from).transpose()
+                .load(conn)?;
+            Ok(records!(conn, rows)?.into_iter().next())
         })
     }
 
@@ -255,7 +299,7 @@ impl Store {
                 .order(images::id.asc())
                 .select(ImageRow::as_select())
                 .load(conn)?;
-            records(rows)
+            records!(conn, rows)
         })
     }
 
@@ -267,19 +311,53 @@ impl Store {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<ImageRecord>, StoreError> {
+        let filter = ImageFilter {
+            status,
+            ..ImageFilter::default()
+        };
+        self.list_filtered(filter, before_id, limit).await
+    }
+
+    /// A page of images matching `filter`, newest first: at most `limit` with id below
+    /// `before_id`. People are an AND: each must have a face in the image.
+    pub async fn list_filtered(
+        &self,
+        filter: ImageFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
         with_conn!(self, |conn| {
             let mut q = images::table
                 .select(ImageRow::as_select())
                 .order(images::id.desc())
                 .limit(limit)
                 .into_boxed();
-            if let Some(st) = status {
+            if let Some(st) = filter.status {
                 q = q.filter(images::status.eq(st.as_str()));
             }
             if let Some(before) = before_id {
                 q = q.filter(images::id.lt(before));
             }
-            records(q.load(conn)?)
+            for person in &filter.person_ids {
+                q = q.filter(
+                    images::id.nullable().eq_any(
+                        faces::table
+                            .filter(faces::person_id.eq(*person))
+                            .select(faces::image_id),
+                    ),
+                );
+            }
+            if filter.has_unknown_faces {
+                q = q.filter(
+                    images::id.nullable().eq_any(
+                        faces::table
+                            .filter(faces::person_id.is_null())
+                            .select(faces::image_id),
+                    ),
+                );
+            }
+            let rows = q.load(conn)?;
+            records!(conn, rows)
         })
     }
 
@@ -296,7 +374,7 @@ impl Store {
                 .limit(limit)
                 .select(ImageRow::as_select())
                 .load(conn)?;
-            records(rows)
+            records!(conn, rows)
         })
     }
 
@@ -359,12 +437,6 @@ impl Store {
             conn.transaction(|conn| {
                 let mut applied = Vec::with_capacity(outcomes.len());
                 for (claim, outcome) in &outcomes {
-                    let people = match outcome {
-                        Outcome::Done(p) => {
-                            serde_json::to_string(p).unwrap_or_else(|_| "[]".into())
-                        }
-                        _ => "[]".to_string(),
-                    };
                     let error = match outcome {
                         Outcome::Failed(e) | Outcome::Retry(e) => Some(e.as_str()),
                         _ => None,
@@ -377,16 +449,77 @@ impl Store {
                     )
                     .set((
                         images::status.eq(outcome.status().as_str()),
-                        images::people.eq(&people),
                         images::last_error.eq(error),
                         images::updated_at.eq(now),
                     ))
                     .execute(conn)?;
+                    if n == 1 {
+                        // The faces go in the same transaction as the status.
+                        match outcome {
+                            Outcome::Done(found) => write_image_faces!(conn, claim.id, found, now)?,
+                            Outcome::NoFace => write_image_faces!(conn, claim.id, &[], now)?,
+                            Outcome::Failed(_) | Outcome::Retry(_) => {}
+                        }
+                    }
                     applied.push(n == 1);
                 }
                 Ok::<_, diesel::result::Error>(applied)
             })
             .map_err(StoreError::from)
+        })
+    }
+
+    /// Sends finished images (done, no_face or failed) back to pending for a detection
+    /// re-run, with their attempts reset. Images already pending or processing are left
+    /// alone. Returns the ids that moved. Their faces stay until the re-run replaces them
+    /// (see [`crate::faces`] for what a re-run keeps).
+    pub async fn requeue_for_detection(&self, ids: Vec<i64>) -> Result<Vec<i64>, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(diesel::update(
+                images::table
+                    .filter(images::id.eq_any(&ids))
+                    .filter(images::status.eq_any(["done", "no_face", "failed"])),
+            )
+            .set((
+                images::status.eq(ImageStatus::Pending.as_str()),
+                images::attempts.eq(0),
+                images::last_error.eq(None::<String>),
+                images::updated_at.eq(now_millis()),
+            ))
+            .returning(images::id)
+            .get_results(conn)?)
+        })
+    }
+
+    /// A page of finished images a detection re-run covers, by id after `after_id`:
+    /// `all` = every done or no_face image; otherwise those with no face that has an
+    /// embedding (never processed by this release, or carried over from an older one).
+    pub async fn detection_candidates(
+        &self,
+        all: bool,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        with_conn!(self, |conn| {
+            let mut q = images::table
+                .filter(images::id.gt(after_id))
+                .filter(images::status.eq_any(["done", "no_face"]))
+                .order(images::id.asc())
+                .limit(limit)
+                .select(images::id)
+                .into_boxed();
+            if !all {
+                q = q.filter(diesel::dsl::not(
+                    images::id.nullable().eq_any(
+                        faces::table
+                            .filter(faces::embedding.is_not_null())
+                            // NOT IN with a NULL in the list matches nothing.
+                            .filter(faces::image_id.is_not_null())
+                            .select(faces::image_id),
+                    ),
+                ));
+            }
+            Ok(q.load(conn)?)
         })
     }
 

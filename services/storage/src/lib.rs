@@ -39,13 +39,19 @@ macro_rules! with_conn {
     }};
 }
 
+pub mod faces;
 pub mod gallery;
 pub mod images;
+pub mod jobs;
+pub mod people;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use images::{ImageRecord, ImageStatus, NewImage, Outcome, PersonFound};
+pub use faces::{Assigned, DetectedFace, EditError, FaceRecord, FaceScope, FaceSource, ImageFace};
+pub use images::{ImageFilter, ImageRecord, ImageStatus, NewImage, Outcome, PersonFound};
+pub use jobs::{Job, JobKind, JobScope, JobState};
+pub use people::{PersonFilter, PersonRecord, PersonUpdate};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -97,15 +103,19 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Runs a blocking database closure on tokio's blocking pool.
-pub(crate) async fn run_blocking<T, F>(f: F) -> Result<T, StoreError>
+/// Runs a blocking database closure on tokio's blocking pool. Its error is any type a
+/// [`StoreError`] converts into (the storage error itself, or an edit's error).
+pub(crate) async fn run_blocking<T, E, F>(f: F) -> Result<T, E>
 where
-    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
     T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("database task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        E::from(StoreError::Unavailable(format!(
+            "database task failed: {e}"
+        )))
+    })?
 }
 
 /// SQLite settings every pooled connection needs: WAL so readers never block the

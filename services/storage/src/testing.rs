@@ -51,3 +51,32 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// How many migrations the release before faces-as-records shipped (2026-11-25-*).
+pub const PREVIOUS_RELEASE_MIGRATIONS: usize = 4;
+
+/// Brings a fresh database at `url` to the schema of the previous release (its first
+/// `PREVIOUS_RELEASE_MIGRATIONS` migrations) and runs `sql` on it, to write rows as that
+/// release did. Upgrade tests then open it with [`crate::Store::open`].
+pub fn previous_release_database(url: &str, sql: &str) {
+    use diesel::{connection::SimpleConnection, SqliteConnection};
+    use diesel_migrations::MigrationHarness;
+    fn apply<C>(conn: &mut C, sql: &str)
+    where
+        C: MigrationHarness<C::Backend> + diesel::Connection + SimpleConnection + crate::Migrate,
+    {
+        for _ in 0..PREVIOUS_RELEASE_MIGRATIONS {
+            conn.run_next_migration(C::migrations())
+                .expect("previous release migration");
+        }
+        conn.batch_execute(sql).expect("previous release rows");
+    }
+    if url.starts_with("postgres") {
+        let mut conn = PgConnection::establish(url).expect("connect");
+        apply(&mut conn, sql);
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let mut conn = SqliteConnection::establish(path).expect("open");
+        apply(&mut conn, sql);
+    }
+}

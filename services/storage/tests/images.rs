@@ -1,8 +1,8 @@
 //! The image state machine against both real backends.
 
 use facewire_storage::{
-    images::Claim, testing::TestDatabase, ImageStatus, NewImage, Outcome, PersonFound, Store,
-    StoreOptions,
+    images::Claim, testing::TestDatabase, DetectedFace, ImageStatus, NewImage, Outcome,
+    PersonFound, Store, StoreOptions,
 };
 
 /// Runs `scenario` against a temp-file SQLite and a fresh PostgreSQL database.
@@ -64,12 +64,21 @@ async fn transitions_are_idempotent(store: Store) {
         .zip(&recs)
         .all(|(c, r)| c.created_at == r.created_at));
 
+    let (ada, _) = store.person_for_name("ada").await.unwrap();
+    let found = vec![DetectedFace {
+        bbox: [10.0, 10.0, 50.0, 60.0],
+        score: 0.9,
+        embedding: vec![1.0, 0.0],
+        matched: Some((ada, 0.71)),
+        ..DetectedFace::default()
+    }];
     let people = vec![PersonFound {
         name: "ada".into(),
         similarity: 0.71,
+        person_id: Some(ada),
     }];
     let outcomes = vec![
-        (claims[0].clone(), Outcome::Done(people.clone())),
+        (claims[0].clone(), Outcome::Done(found)),
         (claims[1].clone(), Outcome::NoFace),
         (claims[2].clone(), Outcome::Failed("corrupt JPEG".into())),
     ];
@@ -80,6 +89,8 @@ async fn transitions_are_idempotent(store: Store) {
     let done = store.get(ids[0]).await.unwrap().unwrap();
     assert_eq!(done.status, ImageStatus::Done);
     assert_eq!(done.people, people);
+    // The redelivery wrote no second face.
+    assert_eq!(done.faces.len(), 1);
     let failed = store.get(ids[2]).await.unwrap().unwrap();
     assert_eq!(failed.status, ImageStatus::Failed);
     assert_eq!(failed.last_error.as_deref(), Some("corrupt JPEG"));

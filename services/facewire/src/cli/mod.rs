@@ -2,6 +2,7 @@
 
 pub mod frontend;
 pub mod migrate;
+pub mod people;
 pub mod recognition;
 pub mod serve;
 pub mod submit;

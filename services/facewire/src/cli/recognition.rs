@@ -46,13 +46,6 @@ pub struct EnrollArgs {
     pub target: GalleryTarget,
 }
 
-/// `facewire people`
-#[derive(Debug, clap::Args)]
-pub struct PeopleArgs {
-    #[command(flatten)]
-    pub target: GalleryTarget,
-}
-
 /// `facewire forget NAME`
 #[derive(Debug, clap::Args)]
 pub struct ForgetArgs {
@@ -198,25 +191,30 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
                 })
                 .collect()
         }
-        None => roster(&args.target)
-            .await?
-            .enroll(&args.name, images)
-            .await?
-            .into_iter()
-            .map(|r| match r {
-                Ok(f) => Ok(format!(
-                    "{} face {}, {}",
-                    if f.created {
-                        "enrolled as"
-                    } else {
-                        "already enrolled as"
-                    },
-                    f.id,
-                    fmt_box(&f.bbox)
-                )),
-                Err(e) => Err(e.to_string()),
-            })
-            .collect(),
+        None => {
+            let roster = std::sync::Arc::new(roster(&args.target).await?);
+            let results = roster.enroll(&args.name, images).await?;
+            // A new person may name faces already stored: match them again.
+            facewire_recognition::People::new(roster, None)
+                .rematch(false, |_, _| async { true })
+                .await?;
+            results
+        }
+        .into_iter()
+        .map(|r| match r {
+            Ok(f) => Ok(format!(
+                "{} face {}, {}",
+                if f.created {
+                    "enrolled as"
+                } else {
+                    "already enrolled as"
+                },
+                f.id,
+                fmt_box(&f.bbox)
+            )),
+            Err(e) => Err(e.to_string()),
+        })
+        .collect(),
     };
     for (path, line) in paths.iter().zip(lines) {
         match line {
@@ -228,34 +226,6 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit(failures))
-}
-
-/// `facewire people`: `NAME<TAB>FACES` per person.
-pub async fn people(args: PeopleArgs) -> anyhow::Result<ExitCode> {
-    let people: Vec<(String, i64)> = match &args.target.server {
-        Some(url) => client(url, &args.target.access)
-            .await?
-            .list_people(pb::ListPeopleRequest {})
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-            .into_inner()
-            .people
-            .into_iter()
-            .map(|p| (p.name, p.face_count as i64))
-            .collect(),
-        // Listing needs no models: read the database directly.
-        None => store(&args.target)
-            .await?
-            .people()
-            .await?
-            .into_iter()
-            .map(|p| (p.name, p.face_count))
-            .collect(),
-    };
-    for (name, faces) in people {
-        println!("{name}\t{faces}");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `facewire forget`: non-zero exit if nobody has that name.

@@ -89,6 +89,7 @@ impl UpArgs {
             // /healthz, /readyz and /metrics are on the receiver's HTTP port.
             http_addr: None,
             known_people: self.known_people.clone(),
+            image_root: Some(self.image_root.clone()),
             ..facewire_config::declared_defaults()
         }
     }
@@ -150,7 +151,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let scheme = args.scheme();
     let recognition = Recognition::build(&args.recognition(), store.clone()).await?;
     let recognition_url = format!("{scheme}://{}", recognition.grpc_addr());
-    let receiver = Receiver::build(&receiver_config, store.clone(), queue.clone()).await?;
+    // Every gRPC service on the one gRPC address: images, recognition and people.
+    let people = recognition.people().clone();
+    let recognition_config = args.recognition();
+    let (max_batch, max_message_bytes) = (
+        recognition_config.max_batch,
+        recognition_config.max_message_bytes,
+    );
+    let token = args.auth.token().map(str::to_string);
+    let receiver = Receiver::build(&receiver_config, store.clone(), queue.clone())
+        .await?
+        .with_grpc(|grpc| {
+            facewire_recognition::add_services(
+                grpc,
+                &people,
+                max_batch,
+                max_message_bytes,
+                token.as_deref(),
+            )
+        });
     let processor = Processor::new(
         store.clone(),
         queue.clone(),

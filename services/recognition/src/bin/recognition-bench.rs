@@ -166,6 +166,7 @@ fn small_faces(recognizer: &Recognizer, args: &Args) -> anyhow::Result<()> {
         } else {
             enrolled.push(GalleryFace {
                 face_id: enrolled.len() as i64,
+                person_id: enrolled.len() as i64,
                 person: person.clone(),
                 embedding: face.embedding.to_vec(),
             });
@@ -374,6 +375,7 @@ fn synthetic_gallery(n: usize) -> Gallery {
     };
     let faces = (0..n).map(|i| GalleryFace {
         face_id: i as i64,
+        person_id: (i % 1000) as i64,
         person: format!("person-{}", i % 1000),
         embedding: (0..EMBEDDING_DIM).map(|_| next()).collect(),
     });

@@ -1,0 +1,312 @@
+//! People and their faces: corrections, merges, re-matching and re-run jobs, on top of
+//! the [`Roster`]. The gRPC `PeopleService` and the CLI's embedded mode both call these.
+//!
+//! Re-matching works from stored embeddings: no image is decoded again. It runs after
+//! every enrolment and manual assignment (over unassigned faces), and as a
+//! `recognition` job (`missing`: unassigned faces; `all`: every face not named by hand
+//! or enrolment).
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use facewire_config::ImageRoot;
+use facewire_server::CancellationToken;
+use facewire_storage::{
+    faces::Rematch, now_millis, DetectedFace, EditError, FaceRecord, JobKind, JobState,
+    PersonRecord, StoreError,
+};
+
+use crate::{embed::EMBEDDING_DIM, roster::validate_name, ImageError, Roster, RosterError};
+
+/// Faces read per re-match step (and progress report).
+const REMATCH_PAGE: i64 = 2000;
+
+/// Errors of people operations, each mapped once to a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum PeopleError {
+    /// An edit was refused (bad input, a conflict, a stale version) or the database
+    /// failed.
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    /// A name is not acceptable.
+    #[error(transparent)]
+    Roster(#[from] RosterError),
+    /// A drawn face could not be used.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The service cannot do this here (e.g. read images without an image root).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<StoreError> for PeopleError {
+    fn from(e: StoreError) -> Self {
+        PeopleError::Edit(EditError::Store(e))
+    }
+}
+
+/// What a re-match did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RematchReport {
+    /// Faces looked at.
+    pub checked: i64,
+    /// Faces whose person changed.
+    pub changed: i64,
+    /// Whether it stopped early (cancelled).
+    pub cancelled: bool,
+}
+
+/// Who to assign faces to: an existing person, or one by name (created when new).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersonRef {
+    /// By id.
+    Id(i64),
+    /// By name.
+    Name(String),
+}
+
+/// People operations over a roster.
+#[derive(Debug, Clone)]
+pub struct People {
+    roster: Arc<Roster>,
+    image_root: Option<Arc<ImageRoot>>,
+}
+
+impl People {
+    /// Operations over `roster`; drawn faces read images under `image_root`.
+    pub fn new(roster: Arc<Roster>, image_root: Option<ImageRoot>) -> Self {
+        Self {
+            roster,
+            image_root: image_root.map(Arc::new),
+        }
+    }
+
+    /// The roster underneath.
+    pub fn roster(&self) -> &Arc<Roster> {
+        &self.roster
+    }
+
+    /// The id of the person `who` names; a new name creates them.
+    pub async fn resolve(&self, who: &PersonRef) -> Result<i64, PeopleError> {
+        match who {
+            PersonRef::Id(id) => Ok(*id),
+            PersonRef::Name(name) => {
+                let name = validate_name(name)?;
+                Ok(self.roster.store().person_for_name(name).await?.0)
+            }
+        }
+    }
+
+    /// Names faces by hand, then re-checks unassigned faces against the updated gallery.
+    /// Returns the person and how many other faces the re-check named.
+    pub async fn assign(
+        &self,
+        face_ids: Vec<i64>,
+        who: &PersonRef,
+    ) -> Result<(PersonRecord, i64), PeopleError> {
+        let person = self.resolve(who).await?;
+        self.roster.store().assign_faces(face_ids, person).await?;
+        let report = self.rematch(false, |_, _| async { true }).await?;
+        let record = self
+            .roster
+            .store()
+            .person(person)
+            .await?
+            .ok_or(EditError::NoPerson(person))?;
+        Ok((record, report.changed))
+    }
+
+    /// Takes faces away from their people by hand (never given back automatically).
+    pub async fn unassign(&self, face_ids: Vec<i64>) -> Result<Vec<FaceRecord>, PeopleError> {
+        self.roster.store().unassign_faces(face_ids.clone()).await?;
+        self.roster.refresh().await?;
+        Ok(self.roster.store().faces_by_id(face_ids).await?)
+    }
+
+    /// Renames (the name is checked and normalised like an enrolment name), hides or
+    /// sets the feature face of a person.
+    pub async fn update(
+        &self,
+        id: i64,
+        mut update: facewire_storage::PersonUpdate,
+    ) -> Result<PersonRecord, PeopleError> {
+        if let Some(name) = &update.name {
+            update.name = Some(validate_name(name)?.to_string());
+        }
+        let record = self.roster.store().update_person(id, update).await?;
+        self.roster.refresh().await?;
+        Ok(record)
+    }
+
+    /// Adds a face a person drew on an image: embedded from that box, named when `who`
+    /// is given.
+    pub async fn add_face(
+        &self,
+        image_id: i64,
+        bbox: [f32; 4],
+        who: Option<&PersonRef>,
+    ) -> Result<FaceRecord, PeopleError> {
+        let Some(root) = &self.image_root else {
+            return Err(PeopleError::Unsupported(
+                "this service has no image root (FACEWIRE_IMAGE_ROOT) to read images from".into(),
+            ));
+        };
+        let store = self.roster.store();
+        let image = store
+            .get(image_id)
+            .await?
+            .ok_or(EditError::NoImage(image_id))?;
+        let checked = root
+            .check(&image.path)
+            .map_err(|e| PeopleError::Unsupported(format!("image {image_id}: {e}")))?;
+        let bytes = tokio::fs::read(&checked.resolved)
+            .await
+            .map_err(|e| PeopleError::Unsupported(format!("image {image_id} unreadable: {e}")))?;
+        let recognizer = self.roster.recognizer().clone();
+        let face = tokio::task::spawn_blocking(move || recognizer.drawn_face(&bytes, bbox))
+            .await
+            .map_err(|e| ImageError::Analysis(e.to_string()))??;
+        let person = match who {
+            Some(who) => Some(self.resolve(who).await?),
+            None => None,
+        };
+        let id = store
+            .add_drawn_face(
+                image_id,
+                DetectedFace {
+                    bbox: face.detection.bbox,
+                    landmarks: face.detection.landmarks.to_vec(),
+                    score: face.detection.score,
+                    embedding: face.embedding.to_vec(),
+                    crop: Some(face.crop_jpeg),
+                    matched: None,
+                },
+                person,
+            )
+            .await?;
+        if person.is_some() {
+            self.roster.refresh().await?;
+        } else {
+            // An unnamed drawn face may match someone already known.
+            self.rematch(false, |_, _| async { true }).await?;
+        }
+        Ok(store.face(id).await?.ok_or(EditError::NoFace(id))?)
+    }
+
+    /// Matches stored faces against the current gallery again: unassigned ones, or with
+    /// `all` every face not named by hand or enrolment. Never assigns a face to a
+    /// person it was taken from by hand. `progress(done, total)` is awaited after each
+    /// step; returning false stops the run.
+    pub async fn rematch<F, Fut>(
+        &self,
+        all: bool,
+        mut progress: F,
+    ) -> Result<RematchReport, PeopleError>
+    where
+        F: FnMut(i64, i64) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        self.roster.refresh().await?;
+        let store = self.roster.store();
+        let recognizer = self.roster.recognizer().clone();
+        let gallery = recognizer.gallery();
+        let total = store.count_rematch_candidates(all).await?;
+        let mut report = RematchReport::default();
+        if gallery.is_empty() && !all {
+            // Nobody to match against: nothing can change.
+            progress(total, total).await;
+            report.checked = total;
+            return Ok(report);
+        }
+        let mut after = 0;
+        loop {
+            let page = store.rematch_candidates(all, after, REMATCH_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            let checked = page.len() as i64;
+            let recognizer = recognizer.clone();
+            let gallery = gallery.clone();
+            let decisions = tokio::task::spawn_blocking(move || {
+                page.into_iter()
+                    .filter_map(|face| {
+                        let embedding: [f32; EMBEDDING_DIM] =
+                            face.embedding.as_slice().try_into().ok()?;
+                        let (matched, similarity) =
+                            recognizer.identify_in(&gallery, &embedding, &face.rejected);
+                        let matched = matched.map(|(_, id)| (id, similarity));
+                        (matched.map(|m| m.0) != face.person_id).then_some(Rematch {
+                            face_id: face.id,
+                            matched,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| ImageError::Analysis(e.to_string()))?;
+            report.changed += store.apply_rematches(decisions).await? as i64;
+            report.checked += checked;
+            if !progress(report.checked, total).await {
+                report.cancelled = true;
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs queued recognition jobs until `shutdown`: polls every `interval`, takes one
+    /// job at a time (exactly one replica gets each), reports progress as it goes and
+    /// stops a job that was cancelled. A job whose runner stopped reporting for a minute
+    /// is taken over.
+    pub async fn run_jobs(self, owner: String, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match self.run_next_job(&owner).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!("recognition job failed to run (will retry): {e}"),
+            }
+        }
+    }
+
+    /// Takes and runs one queued recognition job, if there is one. Returns its id.
+    pub async fn run_next_job(&self, owner: &str) -> Result<Option<i64>, PeopleError> {
+        let store = self.roster.store().clone();
+        let stale = now_millis() - 60_000;
+        let Some(job) = store.take_job(JobKind::Recognition, owner, stale).await? else {
+            return Ok(None);
+        };
+        let all = job.scope == facewire_storage::JobScope::All;
+        tracing::info!(job = job.id, scope = %job.scope, "recognition job started");
+        let result = self
+            .rematch(all, |done, total| {
+                let store = store.clone();
+                async move {
+                    matches!(
+                        store.job_progress(job.id, owner, done, total).await,
+                        Ok(JobState::Running)
+                    )
+                }
+            })
+            .await;
+        match result {
+            Ok(report) if !report.cancelled => {
+                store.finish_job(job.id, owner, None).await?;
+                tracing::info!(
+                    job = job.id,
+                    checked = report.checked,
+                    changed = report.changed,
+                    "recognition job done"
+                );
+            }
+            Ok(_) => tracing::info!(job = job.id, "recognition job cancelled"),
+            Err(e) => {
+                store
+                    .finish_job(job.id, owner, Some("re-matching failed".into()))
+                    .await?;
+                return Err(e);
+            }
+        }
+        Ok(Some(job.id))
+    }
+}
