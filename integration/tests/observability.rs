@@ -288,7 +288,7 @@ async fn the_web_page_calls_join_the_browsers_trace() {
         &p.recognition,
         "recognition",
         "grpc",
-        Some("/facewire.v1.RecognitionService/ListPeople"),
+        Some("/facewire.v1.PeopleService/ListPersons"),
         TRACE_ID,
     )
     .await;
