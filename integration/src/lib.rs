@@ -268,6 +268,11 @@ impl Service {
         format!("http://{}", self.addrs["HTTP"])
     }
 
+    /// `http://<web page address>` (`facewire up` and `facewire frontend`).
+    pub fn web_url(&self) -> String {
+        format!("http://{}", self.addrs["web"])
+    }
+
     /// A client library connection.
     pub async fn client(&self) -> FacewireClient {
         FacewireClient::connect(self.grpc_url())

@@ -31,12 +31,17 @@ const TEMPLATE: [[f32; 2]; 5] = [
 
 const CROP: i32 = 112;
 
+/// Where a detector's face box usually sits in the aligned crop: left, top, width,
+/// height (the template's eyes are about a third of the way down such a box).
+const FACE_IN_CROP: [f32; 4] = [16.0, 22.0, 80.0, 90.0];
+
 /// Landmarks for a face known only by its box (drawn by a person): the template's
-/// points scaled into the box, so alignment maps the box onto the crop.
+/// points placed where they usually are inside a face box.
 pub fn template_landmarks(bbox: [f32; 4]) -> [[f32; 2]; 5] {
-    let scale_x = bbox[2] / CROP as f32;
-    let scale_y = bbox[3] / CROP as f32;
-    TEMPLATE.map(|[x, y]| [bbox[0] + x * scale_x, bbox[1] + y * scale_y])
+    let [cx, cy, cw, ch] = FACE_IN_CROP;
+    let scale_x = bbox[2] / cw;
+    let scale_y = bbox[3] / ch;
+    TEMPLATE.map(|[x, y]| [bbox[0] + (x - cx) * scale_x, bbox[1] + (y - cy) * scale_y])
 }
 
 /// The SFace network.

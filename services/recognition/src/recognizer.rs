@@ -272,12 +272,22 @@ impl Recognizer {
                 "the box is {bw} x {bh} pixels; a face must be at least {MIN_DRAWN_FACE} on each side"
             )));
         }
-        let detection = Detection {
-            bbox,
-            landmarks: crate::embed::template_landmarks(bbox),
-            score: 0.0,
-        };
         self.with_engine(|engine| {
+            // A face the detector scored below its threshold, or found with a box a
+            // person adjusted, still has landmarks: use the detection that overlaps
+            // the drawn box most. Otherwise place them where faces usually have them.
+            let found = engine.detector.detect_all(&image)?;
+            let detection = found
+                .into_iter()
+                .map(|d| (crate::detect::iou(&d.bbox, &bbox), d))
+                .filter(|(overlap, _)| *overlap >= 0.3)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, d)| Detection { bbox, ..d })
+                .unwrap_or(Detection {
+                    bbox,
+                    landmarks: crate::embed::template_landmarks(bbox),
+                    score: 0.0,
+                });
             let (embedding, crop_jpeg) = engine.embedder.embed_with_crop(&image, &detection)?;
             Ok(EnrolmentFace {
                 detection,
@@ -286,7 +296,6 @@ impl Recognizer {
             })
         })
     }
-
     /// The single face of an enrolment image, with its aligned crop; any other count is
     /// an error saying how many were found.
     pub fn enrolment_face(&self, bytes: &[u8]) -> Result<EnrolmentFace, ImageError> {

@@ -506,3 +506,192 @@ async fn grpcurl_sees_reflection_and_health() {
     );
     service.stop().await;
 }
+
+/// PeopleService refuses bad input with precise codes, and adds a face drawn on an
+/// image from its box.
+#[tokio::test]
+async fn people_service_refuses_bad_input_and_embeds_drawn_faces() {
+    use pb::people_service_client::PeopleServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("images");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(&johns("John_Simm")[0], root.join("a.jpg")).unwrap();
+    let url = format!("sqlite://{}/people.db", dir.path().display());
+    let service = Service::start(&url, &["--image-root", &root.display().to_string()]).await;
+    // The image as the pipeline records it, with its face missed by the detector.
+    let store = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let image = store
+        .insert_batch(vec![facewire_storage::NewImage {
+            path: "a.jpg".into(),
+            content_hash: "h".into(),
+        }])
+        .await
+        .unwrap()[0]
+        .id;
+    let claims = store.claim(vec![image]).await.unwrap();
+    store
+        .finish(vec![(claims[0].clone(), facewire_storage::Outcome::NoFace)])
+        .await
+        .unwrap();
+    let found = service
+        .client()
+        .await
+        .recognize(pb::RecognizeRequest {
+            image: read(&johns("John_Simm")[0]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let real = found.faces[0].r#box.unwrap();
+    let mut people = PeopleServiceClient::connect(format!("http://{}", service.addr))
+        .await
+        .unwrap();
+    let code =
+        |r: Result<tonic::Response<pb::AddFaceResponse>, tonic::Status>| r.unwrap_err().code();
+    let drawn = |image_id, b: pb::BoundingBox, name: &str| pb::AddFaceRequest {
+        image_id,
+        r#box: Some(b),
+        person_id: 0,
+        person_name: name.into(),
+    };
+    let outside = pb::BoundingBox { x: -5.0, ..real };
+    assert_eq!(
+        code(people.add_face(drawn(image, outside, "")).await),
+        Code::InvalidArgument
+    );
+    let huge = pb::BoundingBox { width: 1e6, ..real };
+    assert_eq!(
+        code(people.add_face(drawn(image, huge, "")).await),
+        Code::InvalidArgument
+    );
+    let tiny = pb::BoundingBox {
+        width: 8.0,
+        height: 8.0,
+        ..real
+    };
+    assert_eq!(
+        code(people.add_face(drawn(image, tiny, "")).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(people.add_face(drawn(999, real, "")).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(people.add_face(drawn(image, real, "<b>x</b>")).await),
+        Code::InvalidArgument
+    );
+    let face = people
+        .add_face(drawn(image, real, "John Simm"))
+        .await
+        .unwrap()
+        .into_inner()
+        .face
+        .unwrap();
+    assert_eq!(face.source, pb::FaceSource::Drawn as i32);
+    assert_eq!(face.assigned, pb::FaceAssignment::Manual as i32);
+    assert_eq!(face.person_name, "John Simm");
+    assert!(face.has_crop);
+    // Its embedding is the person's: the same photo's detected face matches them now.
+    let again = service
+        .client()
+        .await
+        .recognize(pb::RecognizeRequest {
+            image: read(&johns("John_Simm")[1]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&again), vec!["John Simm".to_string()]);
+
+    // Names: empty, too long, markup.
+    for bad in ["", "   ", &"x".repeat(101), "<script>"] {
+        let r = people
+            .assign_faces(pb::AssignFacesRequest {
+                face_ids: vec![face.id],
+                person_id: 0,
+                person_name: bad.into(),
+            })
+            .await;
+        assert_eq!(r.unwrap_err().code(), Code::InvalidArgument, "{bad:?}");
+    }
+    let missing = people
+        .assign_faces(pb::AssignFacesRequest {
+            face_ids: vec![face.id, 424_242],
+            person_id: face.person_id,
+            person_name: String::new(),
+        })
+        .await;
+    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+    let person = people
+        .get_person(pb::GetPersonRequest {
+            person_id: face.person_id,
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .person
+        .unwrap();
+    // Two clients edit the same version: the second is refused, not lost.
+    let update = |name: &str| pb::UpdatePersonRequest {
+        person_id: person.id,
+        name: Some(name.into()),
+        hidden: None,
+        feature_face_id: None,
+        expected_version: person.version,
+    };
+    people.update_person(update("John S")).await.unwrap();
+    let lost = people.update_person(update("John T")).await;
+    assert_eq!(lost.unwrap_err().code(), Code::Aborted);
+    // Merging a person into themselves; undoing a merge that does not exist or twice.
+    let merge = |into, from: Vec<i64>| pb::MergePersonsRequest {
+        into_person_id: into,
+        from_person_ids: from,
+    };
+    let own = people
+        .merge_persons(merge(person.id, vec![person.id]))
+        .await;
+    assert_eq!(own.unwrap_err().code(), Code::InvalidArgument);
+    let other = store.person_for_name("Other").await.unwrap().0;
+    let merged = people
+        .merge_persons(merge(person.id, vec![other]))
+        .await
+        .unwrap()
+        .into_inner();
+    let undo = pb::UndoMergeRequest {
+        merge_id: merged.merge_id,
+    };
+    people.undo_merge(undo).await.unwrap();
+    assert_eq!(
+        people.undo_merge(undo).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    // Hidden people take no faces.
+    let hide = pb::UpdatePersonRequest {
+        person_id: other,
+        name: None,
+        hidden: Some(true),
+        feature_face_id: None,
+        expected_version: 0,
+    };
+    people.update_person(hide).await.unwrap();
+    let to_hidden = people
+        .assign_faces(pb::AssignFacesRequest {
+            face_ids: vec![face.id],
+            person_id: other,
+            person_name: String::new(),
+        })
+        .await;
+    assert_eq!(to_hidden.unwrap_err().code(), Code::FailedPrecondition);
+    // A re-run started twice is one job.
+    let start = pb::StartJobRequest {
+        kind: pb::JobKind::Detection as i32,
+        scope: pb::JobScope::All as i32,
+    };
+    let first = people.start_job(start).await.unwrap().into_inner();
+    let second = people.start_job(start).await.unwrap().into_inner();
+    assert!(first.created && !second.created);
+    assert_eq!(first.job.unwrap().id, second.job.unwrap().id);
+    service.stop().await;
+}
