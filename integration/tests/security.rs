@@ -442,6 +442,40 @@ async fn recognition_over_tls_needs_the_token_to_change_the_gallery() {
     let mut wrong = recognition_client(&url, &certs.options(Some("not-the-token"))).await;
     let err = wrong.remove_person(remove()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    // People, faces and crops are biometric data: every PeopleService call needs the
+    // token, reads included.
+    let people_client = |token: Option<&str>| {
+        let options = certs.options(token);
+        let url = url.clone();
+        async move {
+            let channel = options.endpoint(&url).unwrap().connect().await.unwrap();
+            facewire_proto::v1::people_service_client::PeopleServiceClient::with_interceptor(
+                channel,
+                options.bearer().unwrap(),
+            )
+        }
+    };
+    let list = facewire_proto::v1::ListPersonsRequest::default();
+    let err = people_client(None)
+        .await
+        .list_persons(list.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let crop = facewire_proto::v1::GetFaceCropRequest { face_id: 1 };
+    let err = people_client(None)
+        .await
+        .get_face_crop(crop)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let listed = people_client(Some(TOKEN))
+        .await
+        .list_persons(list)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.persons.len(), 1, "{listed:?}");
     let removed = admin.remove_person(remove()).await.unwrap().into_inner();
     assert_eq!(removed.faces_removed, 1);
 

@@ -266,9 +266,9 @@ impl Recognition {
     }
 }
 
-/// Adds RecognitionService and PeopleService (over `people`) to `grpc`. Changing the
-/// gallery or anyone's faces needs the token when one is configured; recognising and
-/// reading stay open, like health and reflection (the processors call RecognizeBatch;
+/// Adds RecognitionService and PeopleService (over `people`) to `grpc`. With a token
+/// configured, every PeopleService call and RecognitionService's gallery changes need
+/// it; recognising stays open, like health and reflection (the processors call RecognizeBatch;
 /// the NetworkPolicy limits who reaches this port at all). `facewire up` adds them to
 /// the receiver's server, so every service is on one address.
 pub fn add_services(
@@ -284,23 +284,10 @@ pub fn add_services(
     let name = RecognitionServiceServer::<RecognitionApi>::NAME;
     let writes = [format!("/{name}/Enroll"), format!("/{name}/RemovePerson")];
     let api = tower::Layer::layer(&AuthLayer::grpc(token, &writes), api);
+    // People, faces, crops and jobs are biometric data: with a token, every method
+    // needs it, reads included.
     let people_api = PeopleServiceServer::new(PeopleApi::new(people.clone()));
-    let name = PeopleServiceServer::<PeopleApi>::NAME;
-    let writes: Vec<String> = [
-        "UpdatePerson",
-        "DeletePerson",
-        "MergePersons",
-        "UndoMerge",
-        "AssignFaces",
-        "UnassignFaces",
-        "AddFace",
-        "StartJob",
-        "CancelJob",
-    ]
-    .iter()
-    .map(|m| format!("/{name}/{m}"))
-    .collect();
-    let people_api = tower::Layer::layer(&AuthLayer::grpc(token, &writes), people_api);
+    let people_api = tower::Layer::layer(&AuthLayer::grpc_all(token), people_api);
     grpc.add_service(api).add_service(people_api)
 }
 

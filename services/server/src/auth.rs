@@ -186,6 +186,17 @@ impl AuthLayer<GrpcRejection> {
             rejection: GrpcRejection,
         }
     }
+
+    /// For a gRPC service every method of which needs the token (one that reveals
+    /// faces, names or photos, reads included).
+    pub fn grpc_all(token: Option<&str>) -> Self {
+        Self {
+            token: token.map(BearerToken::new),
+            scope: Scope::All,
+            basic: false,
+            rejection: GrpcRejection,
+        }
+    }
 }
 
 impl AuthLayer<HttpRejection> {
@@ -334,6 +345,28 @@ mod tests {
             .unwrap();
         assert_eq!(r.into_body(), "ok");
         let r = svc.oneshot(request("/p.S/Read", None)).await.unwrap();
+        assert_eq!(r.into_body(), "ok");
+    }
+
+    #[tokio::test]
+    async fn grpc_all_protects_reads_too() {
+        let svc = AuthLayer::grpc_all(Some("t")).layer(echo());
+        let r = svc
+            .clone()
+            .oneshot(request("/p.S/Read", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            tonic::Status::from_header_map(r.headers()).unwrap().code(),
+            tonic::Code::Unauthenticated
+        );
+        let r = svc
+            .oneshot(request("/p.S/Read", Some("Bearer t")))
+            .await
+            .unwrap();
+        assert_eq!(r.into_body(), "ok");
+        let open = AuthLayer::grpc_all(None).layer(echo());
+        let r = open.oneshot(request("/p.S/Read", None)).await.unwrap();
         assert_eq!(r.into_body(), "ok");
     }
 
