@@ -107,6 +107,8 @@ impl PersonFound {
     }
 }
 
+diesel::alias!(faces as faces_alias: FacesAlias);
+
 /// Which images to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageFilter {
@@ -326,6 +328,64 @@ impl Store {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<ImageRecord>, StoreError> {
+        let Some((&first, others)) = filter.person_ids.split_first() else {
+            return self
+                .list_unfiltered_by_person(filter, before_id, limit)
+                .await;
+        };
+        let others = others.to_vec();
+        // Driven by the (person, image) index, newest image first: the page costs the
+        // same however rare the person is among all images.
+        with_conn!(self, |conn| {
+            let mut q = faces::table
+                .inner_join(images::table)
+                .filter(faces::person_id.eq(first))
+                .select(faces::image_id)
+                .distinct()
+                .order(faces::image_id.desc())
+                .limit(limit)
+                .into_boxed();
+            if let Some(st) = filter.status {
+                q = q.filter(images::status.eq(st.as_str()));
+            }
+            if let Some(before) = before_id {
+                q = q.filter(faces::image_id.lt(before));
+            }
+            for person in &others {
+                q = q.filter(
+                    faces::image_id.eq_any(
+                        faces_alias
+                            .filter(faces_alias.field(faces::person_id).eq(*person))
+                            .select(faces_alias.field(faces::image_id)),
+                    ),
+                );
+            }
+            if filter.has_unknown_faces {
+                q = q.filter(
+                    faces::image_id.eq_any(
+                        faces_alias
+                            .filter(faces_alias.field(faces::person_id).is_null())
+                            .select(faces_alias.field(faces::image_id)),
+                    ),
+                );
+            }
+            let ids: Vec<Option<i64>> = q.load(conn)?;
+            let ids: Vec<i64> = ids.into_iter().flatten().collect();
+            let rows = images::table
+                .filter(images::id.eq_any(&ids))
+                .order(images::id.desc())
+                .select(ImageRow::as_select())
+                .load(conn)?;
+            records!(conn, rows)
+        })
+    }
+
+    async fn list_unfiltered_by_person(
+        &self,
+        filter: ImageFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
         with_conn!(self, |conn| {
             let mut q = images::table
                 .select(ImageRow::as_select())
@@ -337,15 +397,6 @@ impl Store {
             }
             if let Some(before) = before_id {
                 q = q.filter(images::id.lt(before));
-            }
-            for person in &filter.person_ids {
-                q = q.filter(
-                    images::id.nullable().eq_any(
-                        faces::table
-                            .filter(faces::person_id.eq(*person))
-                            .select(faces::image_id),
-                    ),
-                );
             }
             if filter.has_unknown_faces {
                 q = q.filter(
