@@ -325,6 +325,27 @@ async fn json_endpoints_share_the_path_and_refuse_bad_bodies() {
         .post("/image/post", r#"{"path":"unknown4456.jpg"}"#, "text/plain")
         .await;
     assert_eq!(status, 415, "{body}");
+    // curl -d (form-encoded, no Origin) keeps working, as the tutorial documented it; a
+    // cross-site form post from a browser (it says where it comes from) is refused.
+    let form = "application/x-www-form-urlencoded";
+    let (status, body) = app
+        .post("/image/post", r#"{"path":"unknown4456.jpg"}"#, form)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (header, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/image/post", app.service.http_url()))
+            .header("content-type", form)
+            .header(header, value)
+            .body(r#"{"path":"unknown4456.jpg"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 415, "{header}");
+    }
     let (status, body) = app.post("/images/post", r#"{"paths":[]}"#, json_ct).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "EMPTY_BATCH");
@@ -333,7 +354,7 @@ async fn json_endpoints_share_the_path_and_refuse_bad_bodies() {
     let page = client.list_images(100, String::new(), None).await.unwrap();
     assert_eq!(
         page.images.len(),
-        2,
+        3,
         "exactly the accepted images are recorded"
     );
 }

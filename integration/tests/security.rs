@@ -199,11 +199,14 @@ async fn grpc_over_tls_with_a_token_round_trips_and_refuses_the_rest() {
     let mut wrong = app.client(Some("not-the-token")).await;
     let err = wrong.submit_image("unknown4456.jpg").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
-    // Reads stay open; exactly the two authenticated submissions were stored.
-    let page = anonymous
+    // Reads reveal paths and people: they need the token too. Exactly the two
+    // authenticated submissions were stored.
+    let err = anonymous
         .list_images(100, String::new(), None)
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let page = client.list_images(100, String::new(), None).await.unwrap();
     assert_eq!(page.images.len(), 2);
 
     // Health needs no token.
@@ -407,7 +410,8 @@ async fn recognition_over_tls_needs_the_token_to_change_the_gallery() {
     let recognition = Service::spawn(&["recognition"], &certs.secure(&backends.env)).await;
     let url = https(recognition.grpc_addr());
 
-    // Without the token: enrolling and removing are refused, reads and health answer.
+    // Without the token: enrolling, removing, recognising and listing are refused
+    // (who is in a photo is biometric data); health answers.
     let mut anonymous = recognition_client(&url, &certs.options(None)).await;
     let err = anonymous.enroll(enroll_salley()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
@@ -416,18 +420,27 @@ async fn recognition_over_tls_needs_the_token_to_change_the_gallery() {
     };
     let err = anonymous.remove_person(remove()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
-    let faces = recognize_salley(&mut anonymous).await.faces;
-    assert_eq!(faces.len(), 1);
-    assert!(faces[0].r#match.is_none(), "nobody is enrolled yet");
-    let people = anonymous.list_people(ListPeopleRequest {}).await.unwrap();
-    assert!(people.into_inner().people.is_empty());
+    let image = std::fs::read(salley(1)).unwrap();
+    let err = anonymous
+        .recognize(RecognizeRequest { image })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let err = anonymous
+        .list_people(ListPeopleRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     for service in ["", "facewire.v1.RecognitionService"] {
         let status = serving(url.clone(), &certs, service).await;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
 
-    // With the token: enrolled, and then recognised for anybody.
+    // With the token: enrolled, and then recognised.
     let mut admin = recognition_client(&url, &certs.options(Some(TOKEN))).await;
+    assert!(recognize_salley(&mut admin).await.faces[0]
+        .r#match
+        .is_none());
     let results = admin.enroll(enroll_salley()).await.unwrap().into_inner();
     assert!(
         matches!(
@@ -436,7 +449,7 @@ async fn recognition_over_tls_needs_the_token_to_change_the_gallery() {
         ),
         "{results:?}"
     );
-    let faces = recognize_salley(&mut anonymous).await.faces;
+    let faces = recognize_salley(&mut admin).await.faces;
     let person = faces[0].r#match.as_ref().map(|m| m.person.as_str());
     assert_eq!(person, Some("John_Salley"), "{faces:?}");
     let mut wrong = recognition_client(&url, &certs.options(Some("not-the-token"))).await;
@@ -519,13 +532,18 @@ async fn frontend_over_https_serves_the_page_and_guards_the_gallery() {
     let frontend = Service::spawn(&["frontend"], &frontend_env).await;
     let port = frontend.addrs["HTTP"].port();
 
+    // Without the token the page asks for it; a browser sends it as a Basic password.
+    let (status, _) = certs.curl("https", port, "/", &[]);
+    assert_eq!(status, 401);
+    let user = format!("any:{TOKEN}");
+    let signed_in = ["-u", user.as_str()];
     // The page over HTTPS, filled from the receiver over TLS.
-    let (status, body) = certs.curl("https", port, "/", &[]);
+    let (status, body) = certs.curl("https", port, "/", &signed_in);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("<table id=\"images\">"), "{body}");
     assert!(!body.contains("unreachable"), "{body}");
     // The people page, from recognition over TLS; readiness asks the receiver over TLS.
-    let (status, body) = certs.curl("https", port, "/people", &[]);
+    let (status, body) = certs.curl("https", port, "/people", &signed_in);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("John_Salley"), "{body}");
     assert_eq!(certs.curl("https", port, "/readyz", &[]).0, 200);
@@ -566,9 +584,17 @@ async fn the_pipeline_over_tls_with_a_token_recognises_a_photo() {
     enroll_with_the_cli(&certs, &recognition_url, &images.path().join("salley0.jpg")).await;
     let out = facewire(&["people", "--server", &recognition_url], &certs, None).await;
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("John_Salley\t1"),
-        "{out:?}"
+        !out.status.success(),
+        "listed people without the token: {out:?}"
     );
+    let out = facewire(
+        &["people", "--server", &recognition_url],
+        &certs,
+        Some(TOKEN),
+    )
+    .await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("John_Salley\t1 faces"), "{out:?}");
 
     let mut client =
         FacewireClient::connect_with(https(receiver.grpc_addr()), certs.options(Some(TOKEN)))
@@ -625,7 +651,11 @@ async fn up_with_tls_and_a_token_secures_every_listener_and_still_works() {
     // The JSON port and the web page are HTTPS too.
     let (status, body) = certs.curl("https", up.addrs["HTTP"].port(), "/readyz", &[]);
     assert_eq!(status, 200, "{body}");
-    let (status, body) = certs.curl("https", up.addrs["web"].port(), "/people", &[]);
+    let user = format!("any:{TOKEN}");
+    let (status, _) = certs.curl("https", up.addrs["web"].port(), "/people", &[]);
+    assert_eq!(status, 401);
+    let signed_in = ["-u", user.as_str()];
+    let (status, body) = certs.curl("https", up.addrs["web"].port(), "/people", &signed_in);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("John_Salley"), "{body}");
 }

@@ -396,6 +396,16 @@ impl FacewireClient {
         Ok(call_with_transparent_retry!(self, list_images, request)?.into_inner())
     }
 
+    /// Streams the records of `ids` as their status changes (see
+    /// `ImageService.WatchImages`), with the bearer token.
+    pub async fn watch_images(
+        &mut self,
+        ids: Vec<i64>,
+    ) -> Result<tonic::Streaming<crate::v1::WatchImagesResponse>, tonic::Status> {
+        let request = self.request(crate::v1::WatchImagesRequest { ids });
+        Ok(self.inner.watch_images(request).await?.into_inner())
+    }
+
     /// The generated client underneath, for RPCs this wrapper does not cover. Requests
     /// made through it carry no bearer token: add the `authorization` metadata yourself.
     pub fn raw(&mut self) -> &mut ImageServiceClient<Channel> {

@@ -6,7 +6,10 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request, State},
-    http::{header::CONTENT_TYPE, StatusCode},
+    http::{
+        header::{CONTENT_TYPE, ORIGIN},
+        StatusCode,
+    },
     response::{IntoResponse, Response},
     routing::post,
     Json, Router,
@@ -114,7 +117,10 @@ impl ApiError {
 /// The tutorial documented its endpoints with `curl -d '{"path":…}'`, which sends
 /// `application/x-www-form-urlencoded`; old clients must keep working, so a body is
 /// read as JSON when it is labelled JSON, form-encoded (curl's default) or not labelled
-/// at all. Any other type is refused with 415.
+/// at all. Any other type is refused with 415. A form-encoded body from a browser
+/// (one that says where it comes from, `Origin` or `Sec-Fetch-Site`) is refused too:
+/// that is what a cross-site form post looks like, and a browser that means to call
+/// the API sends `application/json`, which no other site can send without CORS.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -136,9 +142,12 @@ where
                     .trim()
                     .to_ascii_lowercase()
             });
+        let from_browser =
+            req.headers().contains_key(ORIGIN) || req.headers().contains_key("sec-fetch-site");
         let accepted = match content_type.as_deref() {
             None | Some("") => true,
-            Some("application/json" | "application/x-www-form-urlencoded") => true,
+            Some("application/json") => true,
+            Some("application/x-www-form-urlencoded") => !from_browser,
             Some(t) => t.starts_with("application/") && t.ends_with("+json"),
         };
         if !accepted {

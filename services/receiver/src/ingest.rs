@@ -76,14 +76,9 @@ impl Ingest {
             });
         }
         let root = self.root.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            paths
-                .iter()
-                .map(|p| check_and_hash(&root, p))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("path check task failed: {e}")))?;
+        let checked = tokio::task::spawn_blocking(move || check_and_hash_all(&root, &paths).0)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("path check task failed: {e}")))?;
 
         let new: Vec<NewImage> = checked
             .iter()
@@ -124,13 +119,38 @@ impl Ingest {
     }
 }
 
-fn check_and_hash(root: &ImageRoot, raw: &str) -> Result<NewImage, PathError> {
-    let checked = root.check(raw)?;
+/// Checks every path and hashes each distinct file once, however often the batch names
+/// it (a small request naming one large file a thousand times must not cost a thousand
+/// reads of it). Returns the results in order and how many files were read.
+fn check_and_hash_all(
+    root: &ImageRoot,
+    paths: &[String],
+) -> (Vec<Result<NewImage, PathError>>, usize) {
+    let mut hashes: std::collections::HashMap<std::path::PathBuf, Result<String, PathError>> =
+        std::collections::HashMap::new();
+    let results = paths
+        .iter()
+        .map(|raw| {
+            let checked = root.check(raw)?;
+            let hash = hashes
+                .entry(checked.resolved.clone())
+                .or_insert_with(|| hash_file(&checked.resolved, raw))
+                .clone()?;
+            Ok(NewImage {
+                path: checked.relative,
+                content_hash: hash,
+            })
+        })
+        .collect();
+    (results, hashes.len())
+}
+
+fn hash_file(path: &std::path::Path, raw: &str) -> Result<String, PathError> {
     let unreadable = |e: std::io::Error| PathError::Unreadable {
         path: raw.to_string(),
         reason: e.to_string(),
     };
-    let mut file = std::fs::File::open(&checked.resolved).map_err(unreadable)?;
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
     let mut hasher = Sha256::new();
     let mut buf = [0u8; 64 * 1024];
     loop {
@@ -140,8 +160,31 @@ fn check_and_hash(root: &ImageRoot, raw: &str) -> Result<NewImage, PathError> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(NewImage {
-        path: checked.relative,
-        content_hash: hex::encode(hasher.finalize()),
-    })
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_named_many_times_is_hashed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jpg"), vec![7u8; 100_000]).unwrap();
+        std::fs::write(dir.path().join("b.jpg"), b"other").unwrap();
+        let root = ImageRoot::new(dir.path(), 1 << 20).unwrap();
+        let mut paths = vec!["a.jpg".to_string(); 1000];
+        paths.push("./a.jpg".into());
+        paths.push("b.jpg".into());
+        paths.push("missing.jpg".into());
+        let (results, hashed) = check_and_hash_all(&root, &paths);
+        assert_eq!(hashed, 2, "each distinct file read once");
+        assert_eq!(results.len(), 1003);
+        let first = results[0].as_ref().unwrap().content_hash.clone();
+        assert!(results[..1001]
+            .iter()
+            .all(|r| r.as_ref().unwrap().content_hash == first));
+        assert_ne!(results[1001].as_ref().unwrap().content_hash, first);
+        assert!(matches!(results[1002], Err(PathError::NotFound(_))));
+    }
 }

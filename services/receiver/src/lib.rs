@@ -16,7 +16,6 @@ use facewire_server::{
 };
 use facewire_storage::Store;
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
 
 pub mod config;
 pub mod convert;
@@ -121,13 +120,9 @@ impl Receiver {
         ))
         .max_decoding_message_size(config.limits.max_message_bytes);
         let tls = TlsAcceptor::from_config(&config.tls)?;
-        // Writes need the token when one is configured; reads, health and reflection do not.
-        let name = ImageServiceServer::<ImageApi>::NAME;
-        let writes = [
-            format!("/{name}/SubmitImages"),
-            format!("/{name}/SubmitImage"),
-        ];
-        let api = tower::Layer::layer(&AuthLayer::grpc(config.auth.token(), &writes), api);
+        // With a token configured, every ImageService call needs it: reads reveal paths
+        // and the people in them. Health and reflection are other services: open.
+        let api = tower::Layer::layer(&AuthLayer::grpc_all(config.auth.token()), api);
         let grpc = GrpcServer::new().add_service(api).tls(tls.clone());
         let http = http::routes(ingest, batch_api, config.limits.max_message_bytes)
             .route_layer(AuthLayer::http(config.auth.token()))

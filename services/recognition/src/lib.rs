@@ -34,7 +34,6 @@ use facewire_server::{
 };
 use facewire_storage::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
 
 pub use config::{RecognitionConfig, RecognizerArgs};
 pub use detect::{Detection, DetectorOptions};
@@ -267,8 +266,7 @@ impl Recognition {
 }
 
 /// Adds RecognitionService and PeopleService (over `people`) to `grpc`. With a token
-/// configured, every PeopleService call and RecognitionService's gallery changes need
-/// it; recognising stays open, like health and reflection (the processors call RecognizeBatch;
+/// configured, every call of either needs it; health and reflection stay open (the processors call RecognizeBatch;
 /// the NetworkPolicy limits who reaches this port at all). `facewire up` adds them to
 /// the receiver's server, so every service is on one address.
 pub fn add_services(
@@ -281,9 +279,9 @@ pub fn add_services(
     let api =
         RecognitionServiceServer::new(RecognitionApi::new(people.roster().clone(), max_batch))
             .max_decoding_message_size(max_message_bytes);
-    let name = RecognitionServiceServer::<RecognitionApi>::NAME;
-    let writes = [format!("/{name}/Enroll"), format!("/{name}/RemovePerson")];
-    let api = tower::Layer::layer(&AuthLayer::grpc(token, &writes), api);
+    // Recognising reveals who is in a photo and listing reveals names and faces: with a
+    // token, every call needs it (the processors send it).
+    let api = tower::Layer::layer(&AuthLayer::grpc_all(token), api);
     // People, faces, crops and jobs are biometric data: with a token, every method
     // needs it, reads included.
     let people_api = PeopleServiceServer::new(PeopleApi::new(people.clone()));

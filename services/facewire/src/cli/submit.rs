@@ -9,7 +9,7 @@ use std::{
 };
 
 use facewire_proto::{
-    v1::{submit_result::Outcome, Image, ImageStatus, SubmitErrorCode, WatchImagesRequest},
+    v1::{submit_result::Outcome, Image, ImageStatus, SubmitErrorCode},
     FacewireClient,
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -155,20 +155,25 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         let waiting = bar(accepted.len(), "recognise");
         let ids: Vec<i64> = accepted.keys().copied().collect();
         let wait = async {
-            let mut stream = client
-                .raw()
-                .watch_images(WatchImagesRequest { ids: ids.clone() })
-                .await?
-                .into_inner();
-            while let Some(msg) = stream.message().await? {
-                if let Some(image) = msg.image {
-                    accepted.insert(image.id, image);
-                }
-                waiting.set_position(
-                    accepted.values().filter(|i| is_terminal(i.status)).count() as u64
-                );
-                if accepted.values().all(|i| is_terminal(i.status)) {
-                    break;
+            // A server watches at most its batch limit of ids per stream: watch one
+            // submitted batch's worth of ids (a size the server accepted) at a time, so any
+            // number of files can be waited for. Later batches keep being processed
+            // meanwhile; their streams start with the records as they are by then.
+            for chunk in ids.chunks(args.batch.max(1)) {
+                let mut stream = client.watch_images(chunk.to_vec()).await?;
+                while let Some(msg) = stream.message().await? {
+                    if let Some(image) = msg.image {
+                        accepted.insert(image.id, image);
+                    }
+                    waiting.set_position(
+                        accepted.values().filter(|i| is_terminal(i.status)).count() as u64,
+                    );
+                    if chunk
+                        .iter()
+                        .all(|id| accepted.get(id).is_some_and(|i| is_terminal(i.status)))
+                    {
+                        break;
+                    }
                 }
             }
             Ok::<_, tonic::Status>(())

@@ -60,7 +60,9 @@ pub(crate) fn routes(state: Shared, token: Option<&str>) -> Router {
         .route("/api/faces/assign", post(faces::assign))
         .route("/api/faces/unassign", post(faces::unassign))
         .route_layer(AuthLayer::browser(token));
-    Router::new()
+    // Pages and files show photos, faces, names and paths: with a token, reading them
+    // needs it too (a browser asks once and keeps it for the session).
+    let reads = Router::new()
         .route("/", get(images::images_page))
         .route("/api/images", get(images::images_json))
         .route("/api/images/{id}/faces", get(images::image_faces_json))
@@ -74,6 +76,9 @@ pub(crate) fn routes(state: Shared, token: Option<&str>) -> Router {
             "/people/{person}/faces/{file}",
             get(people::enrolled_face_crop),
         )
+        .route_layer(AuthLayer::browser(token));
+    Router::new()
+        .merge(reads)
         .merge(changes)
         .route("/assets/page.js", get(page_js))
         .route("/assets/style.css", get(style_css))

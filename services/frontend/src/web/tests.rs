@@ -170,7 +170,7 @@ async fn assets_and_metrics_are_served() {
 }
 
 #[tokio::test]
-async fn every_change_needs_the_token_and_pages_do_not() {
+async fn every_change_and_every_page_needs_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = FrontendConfig::local(
         "http://127.0.0.1:1",
@@ -220,12 +220,27 @@ async fn every_change_needs_the_token_and_pages_do_not() {
             "{uri}"
         );
     }
-    assert_eq!(get(&router, "/people").await.0, StatusCode::OK);
-    assert_eq!(
-        get(&router, "/people/3").await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(get(&router, "/").await.0, StatusCode::OK);
+    // Pages and files show photos, faces, names and paths: they need the token too.
+    for page in [
+        "/",
+        "/people",
+        "/people/3",
+        "/images/1",
+        "/images/1/thumbnail?full=1",
+        "/faces/1/crop.jpg",
+        "/api/images",
+        "/events",
+    ] {
+        assert_eq!(
+            get(&router, page).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{page}"
+        );
+    }
+    // Probes and assets stay open.
+    for open in ["/healthz", "/assets/page.js", "/assets/style.css"] {
+        assert_eq!(get(&router, open).await.0, StatusCode::OK, "{open}");
+    }
 }
 
 #[test]
