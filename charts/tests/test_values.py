@@ -356,7 +356,7 @@ def test_environment_contract() -> None:
     assert not any("URL" in k and ("postgres" in v or "amqp" in v) for k, v in cm.items())
 
 
-def test_image_volume_is_shared_by_receiver_and_processor() -> None:
+def test_image_volume_is_shared_by_receiver_processor_and_recognition() -> None:
     for values, want in [({}, {"emptyDir": {}}),
                          ({"images": {"existingClaim": "pics"}},
                           {"persistentVolumeClaim": {"claimName": "pics", "readOnly": True}})]:
@@ -365,7 +365,7 @@ def test_image_volume_is_shared_by_receiver_and_processor() -> None:
             pod = deployment(objects, svc)["spec"]["template"]["spec"]
             vols = {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in pod["volumes"]}
             mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
-            if svc in ("receiver", "processor"):
+            if svc in ("receiver", "processor", "recognition"):
                 assert vols["images"] == want, svc
                 assert mounts["images"]["mountPath"] == "/var/lib/facewire/images"
             else:

@@ -7,7 +7,8 @@ binary with its own subcommand, except the receiver, which runs the lean
   readyz: whether its operations port serves /readyz; the reconciler serves only /healthz and
           /metrics, so its readiness is /healthz (it takes no traffic: readiness only says it
           started, i.e. reached the database and the broker)
-  images: whether it needs the shared image volume
+  images: whether it needs the shared image volume (recognition reads an image to embed
+          a face a person drew on it)
 */}}
 {{- define "facewire.deployment" -}}
 {{- $root := .root }}
@@ -15,7 +16,7 @@ binary with its own subcommand, except the receiver, which runs the lean
 {{- $svc := index $root.Values $component }}
 {{- $grpc := not (has $component (list "frontend" "reconciler")) }}
 {{- $readyz := ne $component "reconciler" }}
-{{- $images := or (eq $component "receiver") (eq $component "processor") }}
+{{- $images := has $component (list "receiver" "processor" "recognition") }}
 {{- $ctx := dict "root" $root "component" $component }}
 apiVersion: apps/v1
 kind: Deployment

@@ -258,20 +258,9 @@ fn decode_level(level: Level<'_>, threshold: f32, out: &mut Vec<Detection>) {
     }
 }
 
-/// Intersection over union of two left/top/width/height boxes.
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let x1 = a[0].max(b[0]);
-    let y1 = a[1].max(b[1]);
-    let x2 = (a[0] + a[2]).min(b[0] + b[2]);
-    let y2 = (a[1] + a[3]).min(b[1] + b[3]);
-    let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
-    let union = a[2] * a[3] + b[2] * b[3] - inter;
-    if union <= 0.0 {
-        0.0
-    } else {
-        inter / union
-    }
-}
+/// Intersection over union of two left/top/width/height boxes: the same measure the
+/// database uses to tell a re-detected face from a new one.
+pub use facewire_storage::faces::iou;
 
 /// Greedy NMS: strongest first, dropping boxes overlapping a kept one above `threshold`.
 fn non_max_suppression(mut candidates: Vec<Detection>, threshold: f32) -> Vec<Detection> {

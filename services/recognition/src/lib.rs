@@ -102,9 +102,6 @@ pub enum RecognitionError {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The image root (for drawn faces) cannot be used.
-    #[error("image root {0}: {1}")]
-    ImageRoot(PathBuf, std::io::Error),
     /// The database could not be opened or read.
     #[error("database: {0}")]
     Store(#[from] StoreError),
@@ -168,13 +165,18 @@ impl Recognition {
                 "known people enrolled"
             );
         }
-        let image_root = match &config.image_root {
-            Some(dir) => Some(
-                ImageRoot::new(dir, config.max_message_bytes as u64)
-                    .map_err(|e| RecognitionError::ImageRoot(dir.clone(), e))?,
-            ),
-            None => None,
-        };
+        // The image root only serves drawn faces (AddFace): a missing one disables that
+        // call, with a warning, rather than the whole service.
+        let image_root = config.image_root.as_ref().and_then(|dir| {
+            ImageRoot::new(dir, config.max_message_bytes as u64)
+                .map_err(|e| {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "image root unusable ({e}); faces drawn on images cannot be added"
+                    )
+                })
+                .ok()
+        });
         let people = People::new(roster.clone(), image_root);
         let grpc = GrpcServer::new()
             .max_message_bytes(config.max_message_bytes)

@@ -137,6 +137,31 @@ impl People {
         Ok(record)
     }
 
+    /// Erases a person (see `Store::delete_person`), then reloads the gallery.
+    pub async fn delete(&self, id: i64) -> Result<facewire_storage::people::Erased, PeopleError> {
+        let erased = self.roster.store().delete_person(id).await?;
+        self.roster.refresh().await?;
+        Ok(erased)
+    }
+
+    /// Merges `from` into `into` (recorded for undo), then reloads the gallery.
+    pub async fn merge(
+        &self,
+        into: i64,
+        from: Vec<i64>,
+    ) -> Result<facewire_storage::people::Merged, PeopleError> {
+        let merged = self.roster.store().merge_people(into, from).await?;
+        self.roster.refresh().await?;
+        Ok(merged)
+    }
+
+    /// Undoes a merge exactly, then reloads the gallery. Returns the people involved.
+    pub async fn undo_merge(&self, merge_id: i64) -> Result<Vec<i64>, PeopleError> {
+        let ids = self.roster.store().undo_merge(merge_id).await?;
+        self.roster.refresh().await?;
+        Ok(ids)
+    }
+
     /// Adds a face a person drew on an image: embedded from that box, named when `who`
     /// is given.
     pub async fn add_face(

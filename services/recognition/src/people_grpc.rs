@@ -276,19 +276,7 @@ impl PeopleService for PeopleApi {
         &self,
         request: Request<pb::DeletePersonRequest>,
     ) -> Result<Response<pb::DeletePersonResponse>, Status> {
-        let id = request.into_inner().person_id;
-        let erased = self
-            .people
-            .roster()
-            .store()
-            .delete_person(id)
-            .await
-            .map_err(PeopleError::from)?;
-        self.people
-            .roster()
-            .refresh()
-            .await
-            .map_err(PeopleError::from)?;
+        let erased = self.people.delete(request.into_inner().person_id).await?;
         Ok(Response::new(pb::DeletePersonResponse {
             faces_erased: erased.faces_erased,
             faces_unassigned: erased.faces_unassigned,
@@ -300,16 +288,10 @@ impl PeopleService for PeopleApi {
         request: Request<pb::MergePersonsRequest>,
     ) -> Result<Response<pb::MergePersonsResponse>, Status> {
         let req = request.into_inner();
-        let store = self.people.roster().store();
-        let merged = store
-            .merge_people(req.into_person_id, req.from_person_ids)
-            .await
-            .map_err(PeopleError::from)?;
-        self.people
-            .roster()
-            .refresh()
-            .await
-            .map_err(PeopleError::from)?;
+        let merged = self
+            .people
+            .merge(req.into_person_id, req.from_person_ids)
+            .await?;
         let person = person_or_not_found(&self.people, req.into_person_id).await?;
         Ok(Response::new(pb::MergePersonsResponse {
             merge_id: merged.merge_id,
@@ -322,19 +304,10 @@ impl PeopleService for PeopleApi {
         &self,
         request: Request<pb::UndoMergeRequest>,
     ) -> Result<Response<pb::UndoMergeResponse>, Status> {
-        let merge_id = request.into_inner().merge_id;
         let ids = self
             .people
-            .roster()
-            .store()
-            .undo_merge(merge_id)
-            .await
-            .map_err(PeopleError::from)?;
-        self.people
-            .roster()
-            .refresh()
-            .await
-            .map_err(PeopleError::from)?;
+            .undo_merge(request.into_inner().merge_id)
+            .await?;
         let mut persons = Vec::with_capacity(ids.len());
         for id in ids {
             persons.push(person_to_pb(&person_or_not_found(&self.people, id).await?));

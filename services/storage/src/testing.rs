@@ -80,3 +80,32 @@ pub fn previous_release_database(url: &str, sql: &str) {
         apply(&mut conn, sql);
     }
 }
+
+/// Defines a test module `$name` that runs the async `$scenario(store)` once against a
+/// temp-file SQLite and once against a fresh PostgreSQL database. The calling crate
+/// needs `tempfile` and `tokio` (test) dependencies.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $scenario:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/facewire.db", dir.path().display());
+                let store = $crate::Store::open(&url, $crate::StoreOptions::default())
+                    .await
+                    .unwrap();
+                $scenario(store).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let db = $crate::testing::TestDatabase::create();
+                let store = $crate::Store::open(&db.url, $crate::StoreOptions::default())
+                    .await
+                    .unwrap();
+                $scenario(store).await;
+            }
+        }
+    };
+}

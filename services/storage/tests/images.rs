@@ -1,31 +1,10 @@
 //! The image state machine against both real backends.
 
 use facewire_storage::{
-    images::Claim, testing::TestDatabase, DetectedFace, ImageStatus, NewImage, Outcome,
-    PersonFound, Store, StoreOptions,
+    images::Claim, DetectedFace, ImageStatus, NewImage, Outcome, PersonFound, Store, StoreOptions,
 };
 
-/// Runs `scenario` against a temp-file SQLite and a fresh PostgreSQL database.
-macro_rules! both_backends {
-    ($name:ident, $scenario:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test]
-            async fn sqlite() {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}/facewire.db", dir.path().display());
-                let store = Store::open(&url, StoreOptions::default()).await.unwrap();
-                $scenario(store).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                let db = TestDatabase::create();
-                let store = Store::open(&db.url, StoreOptions::default()).await.unwrap();
-                $scenario(store).await;
-            }
-        }
-    };
-}
+use facewire_storage::both_backends;
 
 fn new_images(n: usize) -> Vec<NewImage> {
     (0..n)

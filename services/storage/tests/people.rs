@@ -1,31 +1,11 @@
 //! Faces as records and the people made of them, against both real backends.
 
 use facewire_storage::{
-    faces::Rematch, testing::TestDatabase, Assigned, DetectedFace, EditError, FaceScope,
-    ImageFilter, JobKind, JobScope, JobState, NewImage, Outcome, PersonFilter, PersonUpdate, Store,
-    StoreOptions,
+    faces::Rematch, Assigned, DetectedFace, EditError, FaceScope, ImageFilter, JobKind, JobScope,
+    JobState, NewImage, Outcome, PersonFilter, PersonUpdate, Store,
 };
 
-macro_rules! both_backends {
-    ($name:ident, $scenario:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test]
-            async fn sqlite() {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}/facewire.db", dir.path().display());
-                let store = Store::open(&url, StoreOptions::default()).await.unwrap();
-                $scenario(store).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                let db = TestDatabase::create();
-                let store = Store::open(&db.url, StoreOptions::default()).await.unwrap();
-                $scenario(store).await;
-            }
-        }
-    };
-}
+use facewire_storage::both_backends;
 
 fn face(x: f32, matched: Option<(i64, f32)>) -> DetectedFace {
     DetectedFace {
