@@ -6,10 +6,9 @@ use std::{collections::HashMap, path::Path};
 use facewire_integration::{facewire_bin, photos, workspace_root, Backends, Service};
 use serde_json::Value;
 
-/// Runs `facewire ARGS` with `env` in `dir`; returns stdout parsed as JSON (or panics
-/// with stderr).
-async fn cli(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> Value {
-    let out = tokio::process::Command::new(facewire_bin())
+/// Runs `facewire ARGS` with `env` in `dir`.
+async fn run_cli(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(facewire_bin())
         .args(args)
         .envs(env)
         .env("FACEWIRE_MODEL_DIR", workspace_root().join("models"))
@@ -17,7 +16,12 @@ async fn cli(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> Value 
         .current_dir(dir)
         .output()
         .await
-        .expect("run facewire");
+        .expect("run facewire")
+}
+
+/// Runs `facewire ARGS`; returns stdout parsed as JSON (or panics with stderr).
+async fn cli(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> Value {
+    let out = run_cli(dir, env, args).await;
     assert!(
         out.status.success(),
         "facewire {args:?} failed: {}",
@@ -28,15 +32,7 @@ async fn cli(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> Value 
 
 /// Like [`cli`], but expects failure and returns stderr.
 async fn cli_fails(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(facewire_bin())
-        .args(args)
-        .envs(env)
-        .env("FACEWIRE_MODEL_DIR", workspace_root().join("models"))
-        .env("FACEWIRE_LOG", "warn")
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("run facewire");
+    let out = run_cli(dir, env, args).await;
     assert!(!out.status.success(), "facewire {args:?} should fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -2,7 +2,8 @@
 
 use facewire_config::PathError;
 use facewire_proto::v1 as pb;
-use facewire_storage::{Assigned, ImageFace, ImageRecord, ImageStatus};
+use facewire_server::wire::{assigned_to_pb, bbox_to_pb, timestamp};
+use facewire_storage::{ImageFace, ImageRecord, ImageStatus};
 
 use crate::ingest::{IngestError, ItemResult};
 
@@ -26,33 +27,6 @@ pub fn status_from_pb(s: pb::ImageStatus) -> Option<ImageStatus> {
         pb::ImageStatus::Done => Some(ImageStatus::Done),
         pb::ImageStatus::NoFace => Some(ImageStatus::NoFace),
         pb::ImageStatus::Failed => Some(ImageStatus::Failed),
-    }
-}
-
-fn timestamp(millis: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: millis.div_euclid(1000),
-        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
-/// How a face got its person, on the wire.
-pub fn assigned_to_pb(a: Option<Assigned>) -> pb::FaceAssignment {
-    match a {
-        None => pb::FaceAssignment::Unspecified,
-        Some(Assigned::Enrolled) => pb::FaceAssignment::Enrolled,
-        Some(Assigned::Auto) => pb::FaceAssignment::Auto,
-        Some(Assigned::Manual) => pb::FaceAssignment::Manual,
-    }
-}
-
-/// A face box on the wire.
-pub fn bbox_to_pb(b: [f32; 4]) -> pb::BoundingBox {
-    pb::BoundingBox {
-        x: b[0],
-        y: b[1],
-        width: b[2],
-        height: b[3],
     }
 }
 
@@ -164,12 +138,6 @@ mod tests {
             assert_eq!(status_from_pb(status_to_pb(s)), Some(s));
         }
         assert_eq!(status_from_pb(pb::ImageStatus::Unspecified), None);
-    }
-
-    #[test]
-    fn timestamps_handle_millis() {
-        let t = timestamp(1_700_000_000_123);
-        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use facewire_proto::v1 as pb;
+use facewire_server::wire::bbox_to_pb;
 use pb::recognition_service_server::RecognitionService;
 use tonic::{Request, Response, Status};
 
@@ -46,15 +47,6 @@ impl From<RosterError> for Status {
     }
 }
 
-fn bbox(b: &[f32; 4]) -> pb::BoundingBox {
-    pb::BoundingBox {
-        x: b[0],
-        y: b[1],
-        width: b[2],
-        height: b[3],
-    }
-}
-
 fn landmarks(d: &Detection) -> Vec<pb::Point> {
     d.landmarks
         .iter()
@@ -65,7 +57,7 @@ fn landmarks(d: &Detection) -> Vec<pb::Point> {
 /// The protobuf form of a recognised face.
 pub fn face_to_proto(face: &RecognizedFace) -> pb::Face {
     pb::Face {
-        r#box: Some(bbox(&face.detection.bbox)),
+        r#box: Some(bbox_to_pb(face.detection.bbox)),
         landmarks: landmarks(&face.detection),
         detection_score: face.detection.score,
         r#match: face.person.as_ref().map(|person| pb::Match {
@@ -99,7 +91,7 @@ fn enrolled_to_proto(f: &EnrolledFace) -> pb::EnrolledFace {
     pb::EnrolledFace {
         id: f.id,
         content_hash: f.content_hash.clone(),
-        r#box: Some(bbox(&f.bbox)),
+        r#box: Some(bbox_to_pb(f.bbox)),
         created: f.created,
     }
 }

@@ -4,9 +4,10 @@
 use std::{pin::Pin, time::Duration};
 
 use facewire_proto::v1 as pb;
+use facewire_server::wire::{assigned_to_pb, bbox_to_pb, timestamp};
 use facewire_storage::{
-    Assigned, EditError, FaceRecord, FaceScope, FaceSource, Job, JobKind, JobScope, JobState,
-    PersonFilter, PersonRecord, PersonUpdate,
+    EditError, FaceRecord, FaceScope, FaceSource, Job, JobKind, JobScope, JobState, PersonFilter,
+    PersonRecord, PersonUpdate,
 };
 use futures::Stream;
 use pb::people_service_server::PeopleService;
@@ -53,13 +54,6 @@ impl From<PeopleError> for Status {
     }
 }
 
-fn timestamp(millis: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: millis.div_euclid(1000),
-        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
 /// A person on the wire.
 pub fn person_to_pb(p: &PersonRecord) -> pb::PersonRecord {
     pb::PersonRecord {
@@ -75,15 +69,6 @@ pub fn person_to_pb(p: &PersonRecord) -> pb::PersonRecord {
     }
 }
 
-fn assigned_to_pb(a: Option<Assigned>) -> pb::FaceAssignment {
-    match a {
-        None => pb::FaceAssignment::Unspecified,
-        Some(Assigned::Enrolled) => pb::FaceAssignment::Enrolled,
-        Some(Assigned::Auto) => pb::FaceAssignment::Auto,
-        Some(Assigned::Manual) => pb::FaceAssignment::Manual,
-    }
-}
-
 /// A face on the wire.
 pub fn face_to_pb(f: &FaceRecord) -> pb::FaceRecord {
     pb::FaceRecord {
@@ -93,12 +78,7 @@ pub fn face_to_pb(f: &FaceRecord) -> pb::FaceRecord {
         person_name: f.person_name.clone().unwrap_or_default(),
         assigned: assigned_to_pb(f.assigned) as i32,
         similarity: f.similarity.unwrap_or_default(),
-        r#box: f.bbox.map(|b| pb::BoundingBox {
-            x: b[0],
-            y: b[1],
-            width: b[2],
-            height: b[3],
-        }),
+        r#box: f.bbox.map(bbox_to_pb),
         landmarks: f
             .landmarks
             .iter()

@@ -24,6 +24,7 @@ pub use tokio_util::sync::CancellationToken;
 pub mod auth;
 mod message_limit;
 pub mod tls;
+pub mod wire;
 use tonic::{
     server::NamedService,
     service::{Routes, RoutesBuilder},
