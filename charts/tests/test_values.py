@@ -177,7 +177,8 @@ def test_generated_passwords_are_consistent_within_a_release() -> None:
     pg, mq = secret["postgres-password"], secret["rabbitmq-password"]
     assert len(pg) == 32 and len(mq) == 32 and pg != mq
     assert f":{pg}@demo-facewire-postgresql:5432/" in secret["FACEWIRE_DATABASE_URL"]
-    assert f":{mq}@demo-facewire-rabbitmq:5672/" in secret["FACEWIRE_AMQP_URL"]
+    # Namespace-qualified: the KEDA operator, in its own namespace, dials the same URL.
+    assert f":{mq}@demo-facewire-rabbitmq.facewire.svc:5672/" in secret["FACEWIRE_AMQP_URL"]
     hook = find(objects, "Secret", "demo-facewire-migrate")["stringData"]
     assert hook["FACEWIRE_DATABASE_URL"] == secret["FACEWIRE_DATABASE_URL"]
 
@@ -393,7 +394,9 @@ def test_pod_disruption_budgets_follow_values() -> None:
 
 
 def test_hpa_off_renders_no_autoscaler() -> None:
-    assert kinds(render(), "HorizontalPodAutoscaler") == []
+    off = render()
+    for kind in ("HorizontalPodAutoscaler", "ScaledObject", "TriggerAuthentication"):
+        assert kinds(off, kind) == [], kind
     on = render(each({"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3,
                                       "targetCPUUtilizationPercentage": 80}}))
     assert len(kinds(on, "HorizontalPodAutoscaler")) == len(SERVICES)

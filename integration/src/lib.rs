@@ -21,6 +21,7 @@ use tokio::{
     process::{Child, Command},
 };
 
+pub mod bench;
 pub mod browser;
 pub mod proxy;
 pub mod rolling;

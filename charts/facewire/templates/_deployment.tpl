@@ -198,10 +198,17 @@ spec:
       {{- end }}
 {{- end }}
 
-{{/* The optional HorizontalPodAutoscaler of one service. Call with (dict "root" $ "component" "receiver"). */}}
+{{/*
+The optional autoscaler of one service: on the work queue's depth for the processors and
+recognition (facewire.queueAutoscaler), on CPU for the others. Call with
+(dict "root" $ "component" "receiver").
+*/}}
 {{- define "facewire.hpa" -}}
 {{- $svc := index .root.Values .component }}
 {{- if $svc.autoscaling.enabled }}
+{{- if has .component (splitList " " (include "facewire.queueScaledComponents" .root)) }}
+{{- include "facewire.queueAutoscaler" . }}
+{{- else }}
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata:
@@ -222,6 +229,86 @@ spec:
         target:
           type: Utilization
           averageUtilization: {{ $svc.autoscaling.targetCPUUtilizationPercentage }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Scaling on the work queue's depth, for a service whose load is the queue's (the processors, and
+recognition, which they call): with autoscaling.keda a KEDA ScaledObject whose rabbitmq trigger
+reads the queue's ready messages itself, through the broker URL of the credentials Secret (the
+TriggerAuthentication of keda.yaml); otherwise an autoscaling/v2 HPA on the External metric
+facewire_queue_depth, the processors' gauge of the same count served by prometheus-adapter.
+Either way the target is autoscaling.queueLength waiting messages per replica. The processors
+all report the same queue, so the adapter rule takes the max of their series (see README).
+Call with (dict "root" $ "component" "processor").
+*/}}
+{{- define "facewire.queueAutoscaler" -}}
+{{- $root := .root }}
+{{- $svc := index $root.Values .component }}
+{{- $scaling := include "facewire.queueScaling" $root | fromJson }}
+{{- $fullname := include "facewire.fullname" $root }}
+{{- $queueLength := int $svc.autoscaling.queueLength | toString }}
+{{- if dig "keda" false $scaling }}
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ $fullname }}-{{ .component }}
+  labels:
+    {{- include "facewire.componentLabels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $fullname }}-{{ .component }}
+  {{- if hasKey $scaling "pollingInterval" }}
+  pollingInterval: {{ int $scaling.pollingInterval }}
+  {{- end }}
+  {{- if hasKey $scaling "cooldownPeriod" }}
+  cooldownPeriod: {{ int $scaling.cooldownPeriod }}
+  {{- end }}
+  minReplicaCount: {{ int $svc.autoscaling.minReplicas }}
+  maxReplicaCount: {{ int $svc.autoscaling.maxReplicas }}
+  triggers:
+    - type: rabbitmq
+      metadata:
+        # AMQP: a passive declare counts the ready messages, as the processors' gauge does
+        # (in-flight, unacknowledged ones are not waiting). The URL, and so the vhost, comes
+        # from the TriggerAuthentication: never a credential in the ScaledObject.
+        protocol: amqp
+        queueName: {{ include "facewire.queueName" $root | quote }}
+        mode: QueueLength
+        value: {{ $queueLength | quote }}
+      authenticationRef:
+        name: {{ $fullname }}-amqp
+        kind: TriggerAuthentication
+{{- else }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ $fullname }}-{{ .component }}
+  labels:
+    {{- include "facewire.componentLabels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $fullname }}-{{ .component }}
+  minReplicas: {{ int $svc.autoscaling.minReplicas }}
+  maxReplicas: {{ int $svc.autoscaling.maxReplicas }}
+  metrics:
+    - type: External
+      external:
+        metric:
+          name: facewire_queue_depth
+          selector:
+            matchLabels:
+              {{- $selector := dig "metricSelector" (dict) $scaling | default (dict "service" (printf "%s-processor" $fullname)) }}
+              {{- toYaml $selector | nindent 14 }}
+        target:
+          # The queue's depth divided by this gives the replicas wanted.
+          type: AverageValue
+          averageValue: {{ $queueLength | quote }}
 {{- end }}
 {{- end }}
 

@@ -122,11 +122,14 @@ Call with (list $ "postgres-password" .Values.postgresql.auth.password).
 {{- end }}
 {{- end }}
 
-{{/* FACEWIRE_AMQP_URL. */}}
+{{/*
+FACEWIRE_AMQP_URL. The in-chart broker is named with its namespace (<service>.<namespace>.svc):
+the KEDA operator, which runs in its own namespace, dials the same URL (keda.yaml).
+*/}}
 {{- define "facewire.amqpUrl" -}}
 {{- if .Values.rabbitmq.enabled }}
 {{- $mq := .Values.rabbitmq.auth }}
-{{- printf "amqp://%s:%s@%s-rabbitmq:5672/%%2f" (urlquery $mq.username) (urlquery (include "facewire.credential" (list . "rabbitmq-password" $mq.password))) (include "facewire.fullname" .) }}
+{{- printf "amqp://%s:%s@%s-rabbitmq.%s.svc:5672/%%2f" (urlquery $mq.username) (urlquery (include "facewire.credential" (list . "rabbitmq-password" $mq.password))) (include "facewire.fullname" .) .Release.Namespace }}
 {{- else }}
 {{- required "broker.url is required when rabbitmq.enabled is false and existingSecret is empty" .Values.broker.url }}
 {{- end }}
@@ -145,6 +148,47 @@ Call with (list $ "postgres-password" .Values.postgresql.auth.password).
 {{- if .Values.auth.existingSecret }}{{ .Values.auth.existingSecretKey }}{{ else }}FACEWIRE_AUTH_TOKEN{{ end }}
 {{- end }}
 
+{{/*
+FACEWIRE_QUEUE, the work queue: config.queueName, unless config.extraEnv sets FACEWIRE_QUEUE (how
+it was set before config.queueName existed). Values reused from an older release have neither:
+then the binary's own default, which those releases ran with.
+*/}}
+{{- define "facewire.queueName" -}}
+{{- $extra := .Values.config.extraEnv | default dict }}
+{{- if hasKey $extra "FACEWIRE_QUEUE" }}
+{{- index $extra "FACEWIRE_QUEUE" | toString }}
+{{- else }}
+{{- .Values.config.queueName | default "facewire.images" }}
+{{- end }}
+{{- end }}
+
+{{/* The services that scale on the work queue's depth rather than on CPU. */}}
+{{- define "facewire.queueScaledComponents" -}}
+processor recognition
+{{- end }}
+
+{{/*
+The top-level `autoscaling` block; empty in values reused from a release older than it
+(`helm upgrade --reuse-values` keeps the old values and drops the new chart's defaults).
+*/}}
+{{- define "facewire.queueScaling" -}}
+{{- toJson (.Values.autoscaling | default dict) }}
+{{- end }}
+
+{{/* "true" when some service scales with KEDA: it is queue scaled, enabled, and autoscaling.keda is on. */}}
+{{- define "facewire.kedaInUse" -}}
+{{- $scaling := include "facewire.queueScaling" . | fromJson }}
+{{- $inUse := false }}
+{{- if dig "keda" false $scaling }}
+{{- range $component := splitList " " (include "facewire.queueScaledComponents" .) }}
+{{- if (index $.Values $component).autoscaling.enabled }}
+{{- $inUse = true }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $inUse }}
+{{- end }}
+
 {{/* Checks that span several values and that a JSON schema cannot express. */}}
 {{- define "facewire.validate" -}}
 {{- range $component := list "receiver" "processor" "recognition" "frontend" "reconciler" }}
@@ -161,6 +205,21 @@ Call with (list $ "postgres-password" .Values.postgresql.auth.password).
 {{- if and $svc.autoscaling.enabled (gt (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
 {{- fail (printf "%s.autoscaling: minReplicas (%d) exceeds maxReplicas (%d)" $component (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas)) }}
 {{- end }}
+{{- end }}
+{{- $keda := dig "keda" false (include "facewire.queueScaling" . | fromJson) }}
+{{- range $component := splitList " " (include "facewire.queueScaledComponents" .) }}
+{{- $as := (index $.Values $component).autoscaling }}
+{{- if $as.enabled }}
+{{- if not (hasKey $as "queueLength") }}
+{{- fail (printf "%s.autoscaling.queueLength is required: %s scales on the work queue's depth, not on CPU; set the number of waiting messages per replica (values.yaml has the chart's default)" $component $component) }}
+{{- end }}
+{{- if and (not $keda) (lt (int $as.minReplicas) 1) }}
+{{- fail (printf "%s.autoscaling.minReplicas is 0, which needs autoscaling.keda=true: a HorizontalPodAutoscaler cannot scale to zero (without the alpha HPAScaleToZero feature gate), and with no processor running nothing would report facewire_queue_depth to scale back up" $component) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled .Values.rabbitmq.enabled (eq (include "facewire.kedaInUse" .) "true") (not (hasKey .Values.networkPolicy "kedaFrom")) }}
+{{- fail "networkPolicy.kedaFrom must list the KEDA operator's pods (NetworkPolicyPeers): with networkPolicy.enabled only the peers listed there may reach the in-chart RabbitMQ besides facewire, and KEDA reads the queue's depth from it ([] if KEDA reaches it another way)" }}
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.secretName is required when tls.enabled is true" }}

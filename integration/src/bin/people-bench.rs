@@ -226,14 +226,9 @@ async fn rematch_bench(name: &str, store: Store, args: &Args) -> anyhow::Result<
         }]
     })
     .await?;
-    let recognizer = load_recognizer(
-        RecognizerArgs {
-            model_dir: workspace_root().join("models"),
-            ..facewire_config::declared_defaults()
-        }
-        .options(),
-    )
-    .await?;
+    let mut args: RecognizerArgs = facewire_config::declared_defaults();
+    args.engine.model_dir = Some(workspace_root().join("models"));
+    let recognizer = load_recognizer(args.options()).await?;
     let roster = Arc::new(Roster::open(recognizer.into(), store.clone()).await?);
     // Enrol the identity (the storage call enrolment makes), then re-check.
     store

@@ -9,19 +9,18 @@
 //! Needs the models (scripts/setup) and the photos (scripts/fetch-testdata). Prints
 //! numbers; asserts nothing about time.
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use clap::Parser;
-use facewire_integration::{workspace_root, Backends, Service};
-use facewire_proto::v1::{
-    recognition_service_client::RecognitionServiceClient, submit_result::Outcome, BatchImage,
-    RecognizeBatchRequest,
+use facewire_integration::{
+    bench::{
+        describe, fill_image_root, johns_photos, percentile, recognition_capacity, rows_per_second,
+        submit, wait_all,
+    },
+    Backends, Service,
 };
-use facewire_storage::{ImageStatus, Store, StoreOptions};
+use facewire_proto::v1::submit_result::Outcome;
+use facewire_storage::{Store, StoreOptions};
 
 #[derive(Parser)]
 struct Args {
@@ -39,134 +38,12 @@ struct Args {
     half_load_seconds: u64,
 }
 
-/// The labeled photos of dlib's johns set, every file under `testdata/dlib/johns`.
-fn photos() -> Vec<PathBuf> {
-    let root = workspace_root().join("testdata/dlib/johns");
-    let mut all = Vec::new();
-    for person in std::fs::read_dir(&root).expect("run scripts/fetch-testdata") {
-        let dir = person.expect("read johns").path();
-        for photo in std::fs::read_dir(&dir).expect("read person") {
-            let path = photo.expect("read photo").path();
-            if path.extension().is_some_and(|e| e == "jpg") {
-                all.push(path);
-            }
-        }
-    }
-    all.sort();
-    all
-}
-
-/// `count` images named `img<i>.jpg` in `dir`, cycling through the photos.
-fn fill_image_root(dir: &Path, photos: &[PathBuf], count: usize) -> Vec<Vec<u8>> {
-    let mut bytes = Vec::new();
-    for i in 0..count {
-        let data = std::fs::read(&photos[i % photos.len()]).expect("read photo");
-        std::fs::write(dir.join(format!("img{i}.jpg")), &data).expect("write image");
-        if i < photos.len() {
-            bytes.push(data);
-        }
-    }
-    bytes
-}
-
-/// Images/s of `RecognizeBatch` with `concurrency` calls of `batch` images in flight.
-async fn recognition_capacity(url: &str, photos: &[Vec<u8>], args: &Args, calls: usize) -> f64 {
-    let concurrency = args.workers;
-    let per_task = calls.div_ceil(concurrency);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for t in 0..concurrency {
-        let mut client = RecognitionServiceClient::connect(url.to_string())
-            .await
-            .expect("connect to recognition")
-            .max_decoding_message_size(64 * 1024 * 1024);
-        let photos = photos.to_vec();
-        let batch = args.batch;
-        tasks.push(tokio::spawn(async move {
-            for c in 0..per_task {
-                let images = (0..batch)
-                    .map(|i| {
-                        let n = (t * per_task + c) * batch + i;
-                        BatchImage {
-                            key: n.to_string(),
-                            image: photos[n % photos.len()].clone(),
-                        }
-                    })
-                    .collect();
-                let response = client
-                    .recognize_batch(RecognizeBatchRequest { images })
-                    .await
-                    .expect("RecognizeBatch");
-                assert_eq!(response.into_inner().results.len(), batch);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("capacity task");
-    }
-    (per_task * concurrency * args.batch) as f64 / started.elapsed().as_secs_f64()
-}
-
-/// Submits `paths` in batches of 100 and returns the accepted ids.
-async fn submit(receiver: &Service, paths: &[String]) -> Vec<i64> {
-    let mut client = receiver.client().await;
-    let mut ids = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(100) {
-        for result in client.submit_images(chunk.to_vec()).await.expect("submit") {
-            match result.outcome {
-                Some(Outcome::Image(image)) => ids.push(image.id),
-                other => panic!("refused: {other:?}"),
-            }
-        }
-    }
-    ids
-}
-
-/// Waits until every one of `ids` is terminal; returns the count that ended `done`.
-async fn wait_all(store: &Store, ids: &[i64]) -> Vec<facewire_storage::ImageRecord> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let rows = store.get_many(ids.to_vec()).await.expect("read rows");
-        let terminal = rows.iter().all(|r| {
-            matches!(
-                r.status,
-                ImageStatus::Done | ImageStatus::NoFace | ImageStatus::Failed
-            )
-        });
-        if terminal && rows.len() == ids.len() {
-            return rows;
-        }
-        assert!(Instant::now() < deadline, "images did not finish in 10 min");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Throughput of a whole run from the rows' timestamps: first created to last updated.
-fn rows_per_second(rows: &[facewire_storage::ImageRecord]) -> f64 {
-    let first = rows.iter().map(|r| r.created_at).min().unwrap_or(0);
-    let last = rows.iter().map(|r| r.updated_at).max().unwrap_or(0);
-    rows.len() as f64 / ((last - first).max(1) as f64 / 1000.0)
-}
-
-fn percentile(sorted: &[i64], q: f64) -> i64 {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i]
-}
-
-fn describe(rows: &[facewire_storage::ImageRecord]) -> String {
-    let done = rows
-        .iter()
-        .filter(|r| r.status == ImageStatus::Done)
-        .count();
-    format!("{done}/{} done", rows.len())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let backends = Backends::production();
     let images = tempfile::tempdir()?;
-    let photos = photos();
+    let photos = johns_photos();
     let bytes = fill_image_root(images.path(), &photos, args.images);
     let paths: Vec<String> = (0..args.images).map(|i| format!("img{i}.jpg")).collect();
 
@@ -183,9 +60,10 @@ async fn main() -> anyhow::Result<()> {
     let url = recognition.grpc_url();
     env.insert("FACEWIRE_RECOGNITION_URL".into(), url.clone());
     // Warm up, then measure recognition alone.
-    recognition_capacity(&url, &bytes, &args, args.workers * 2).await;
+    let urls = [url.clone()];
+    recognition_capacity(&urls, &bytes, args.batch, args.workers, args.workers * 2).await;
     let calls = args.images.div_ceil(args.batch);
-    let capacity = recognition_capacity(&url, &bytes, &args, calls).await;
+    let capacity = recognition_capacity(&urls, &bytes, args.batch, args.workers, calls).await;
 
     let store = Store::open(&backends.database_url(), StoreOptions::default()).await?;
     let receiver = Service::spawn(&["receiver"], &env).await;

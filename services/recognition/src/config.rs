@@ -6,18 +6,58 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use facewire_config::{AuthConfig, DrainConfig, StorageConfig, TlsConfig};
 
 use crate::{
+    engine::{EngineKind, EngineOptions},
     image::{ImageLimits, OversizePolicy},
     DetectorOptions, RecognizerOptions, DEFAULT_MATCH_THRESHOLD,
 };
+
+/// Where the face models are and which engine runs them. Shared by `facewire
+/// recognition` and `facewire up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Directory holding face_detection_yunet_2023mar.onnx, face_recognition_sface_2021dec.onnx
+    /// and their prepared forms. Unset: ./models, the user's data directory
+    /// (~/.local/share/facewire/models, where scripts/setup installs them), beside the
+    /// binary, then /usr/local/share, /usr/share and /opt/facewire; the error of a failed
+    /// search names every place looked in.
+    #[arg(long, env = "FACEWIRE_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+
+    /// Inference engine: `onnxruntime`, `opencv`, or `auto` (ONNX Runtime when its
+    /// library and prepared models are found, otherwise OpenCV, with a warning).
+    #[arg(long, env = "FACEWIRE_ENGINE", value_enum, default_value_t = EngineKind::Auto)]
+    pub engine: EngineKind,
+
+    /// Threads one worker uses for one inference (ONNX Runtime). The default of one per
+    /// worker, with one worker per core, gives the most images per second (see the
+    /// README's engine figures).
+    #[arg(long, env = "FACEWIRE_ENGINE_THREADS", default_value_t = 1)]
+    pub engine_threads: usize,
+
+    /// The ONNX Runtime shared library. Unset: libonnxruntime.so beside the models,
+    /// beside the binary, or in /usr/local/lib, /usr/lib.
+    #[arg(long, env = "FACEWIRE_ONNXRUNTIME_LIBRARY")]
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// The options for [`Models::resolve`](crate::engine::Models::resolve).
+    pub fn options(&self) -> EngineOptions {
+        EngineOptions {
+            kind: self.engine,
+            model_dir: self.model_dir.clone(),
+            runtime_library: self.onnxruntime_library.clone(),
+            threads: self.engine_threads.max(1),
+        }
+    }
+}
 
 /// Models, thresholds and image limits: everything needed to build a
 /// [`Recognizer`](crate::Recognizer). Shared by the service and the embedded CLI.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecognizerArgs {
-    /// Directory holding face_detection_yunet_2023mar.onnx and
-    /// face_recognition_sface_2021dec.onnx (scripts/setup installs them into ./models).
-    #[arg(long, env = "FACEWIRE_MODEL_DIR", default_value = "models")]
-    pub model_dir: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 
     /// Cosine similarity at or above which a face is identified as an enrolled person.
     /// The default comes from the ROC measured on dlib's labeled photos (see the README).
@@ -52,7 +92,8 @@ pub struct RecognizerArgs {
 impl RecognizerArgs {
     /// The options for [`Recognizer::load`](crate::Recognizer::load).
     pub fn options(&self) -> RecognizerOptions {
-        let mut options = RecognizerOptions::new(&self.model_dir);
+        let mut options = RecognizerOptions::new(PathBuf::new());
+        options.engine = self.engine.options();
         options.match_threshold = self.match_threshold;
         options.detector = DetectorOptions {
             score_threshold: self.detection_threshold,
@@ -144,6 +185,7 @@ mod tests {
         assert_eq!(o.limits.oversize, OversizePolicy::Refuse);
         assert_eq!(cli.config.grpc_addr.port(), 50052);
         assert!(cli.config.http_addr.is_none());
+        assert_eq!(o.engine, EngineOptions::default());
         assert!(cli.config.tls.paths().is_none() && cli.config.auth.token().is_none());
         let cli = Cli::parse_from([
             "x",

@@ -1,4 +1,4 @@
-//! Face detection with YuNet (2023mar) run through OpenCV's dnn module.
+//! Face detection with YuNet (2023mar), run by either [engine](crate::engine).
 //!
 //! OpenCV 4.6's `FaceDetectorYN` rejects this model, so the raw outputs are decoded
 //! here. The network predicts, for every cell of three feature maps (strides 8, 16, 32),
@@ -11,15 +11,16 @@
 //! [`DetectorOptions::max_side`] (faces found are the same, at a third of the cost for a
 //! VGA image) and padded bottom/right to a multiple of 32, the largest stride.
 
-use std::path::Path;
-
 use opencv::{
-    core::{self, Mat, Scalar, Size, Vector},
+    core::{self, Mat, Scalar, Size},
     dnn, imgproc,
     prelude::*,
 };
 
-use crate::ImageError;
+use crate::{
+    engine::{EngineError, Network},
+    ImageError,
+};
 
 /// A detected face, in pixels of the original image.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,36 +60,27 @@ impl Default for DetectorOptions {
 
 const STRIDES: [i32; 3] = [8, 16, 32];
 
-/// The YuNet network and the names of its outputs, in the order decoding reads them.
+/// The YuNet network (its outputs loaded in the order decoding reads them: cls, obj,
+/// bbox, kps, each for strides 8, 16, 32) and the tuning.
 pub struct Detector {
-    net: dnn::Net,
-    output_names: Vector<String>,
+    net: Network,
     options: DetectorOptions,
 }
 
 impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Detector")
+            .field("engine", &self.net.engine())
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
 
 impl Detector {
-    /// Loads the YuNet ONNX model.
-    pub fn load(model: &Path, options: DetectorOptions) -> opencv::Result<Self> {
-        let net = dnn::read_net_from_onnx(model)?;
-        let mut output_names = Vector::new();
-        for kind in ["cls", "obj", "bbox", "kps"] {
-            for stride in STRIDES {
-                output_names.push(format!("{kind}_{stride}").as_str());
-            }
-        }
-        Ok(Self {
-            net,
-            output_names,
-            options,
-        })
+    /// A detector running `net`, a YuNet network from
+    /// [`Models::detector`](crate::engine::Models::detector).
+    pub fn new(net: Network, options: DetectorOptions) -> Self {
+        Self { net, options }
     }
 
     /// The tuning in use.
@@ -98,7 +90,7 @@ impl Detector {
 
     /// Finds the faces in a BGR image, strongest first.
     pub fn detect(&mut self, image: &Mat) -> Result<Vec<Detection>, ImageError> {
-        self.detect_inner(image).map_err(ImageError::from_cv)
+        self.detect_inner(image).map_err(ImageError::from_engine)
     }
 
     /// Like [`Detector::detect`], keeping faces down to a score of 0.3: for a face a
@@ -106,12 +98,12 @@ impl Detector {
     pub fn detect_all(&mut self, image: &Mat) -> Result<Vec<Detection>, ImageError> {
         let threshold = self.options.score_threshold;
         self.options.score_threshold = threshold.min(0.3);
-        let found = self.detect_inner(image).map_err(ImageError::from_cv);
+        let found = self.detect_inner(image).map_err(ImageError::from_engine);
         self.options.score_threshold = threshold;
         found
     }
 
-    fn detect_inner(&mut self, image: &Mat) -> opencv::Result<Vec<Detection>> {
+    fn detect_inner(&mut self, image: &Mat) -> Result<Vec<Detection>, EngineError> {
         let (cols, rows) = (image.cols(), image.rows());
         if cols <= 0 || rows <= 0 {
             return Ok(Vec::new());
@@ -162,24 +154,24 @@ impl Detector {
             false,
             core::CV_32F,
         )?;
-        self.net.set_input(&blob, "", 1.0, Scalar::default())?;
-        let mut outputs = Vector::<Mat>::new();
-        self.net.forward(&mut outputs, &self.output_names)?;
+        let outputs = self.net.run(&blob)?;
+        if outputs.len() != 12 {
+            return Err(EngineError::Run(format!(
+                "YuNet produced {} outputs, expected 12",
+                outputs.len()
+            )));
+        }
 
         let mut candidates = Vec::new();
         for (i, stride) in STRIDES.into_iter().enumerate() {
-            let cls = outputs.get(i)?;
-            let obj = outputs.get(3 + i)?;
-            let bbox = outputs.get(6 + i)?;
-            let kps = outputs.get(9 + i)?;
             decode_level(
                 Level {
                     stride,
                     cols: pw / stride,
-                    cls: cls.data_typed::<f32>()?,
-                    obj: obj.data_typed::<f32>()?,
-                    bbox: bbox.data_typed::<f32>()?,
-                    kps: kps.data_typed::<f32>()?,
+                    cls: &outputs[i],
+                    obj: &outputs[3 + i],
+                    bbox: &outputs[6 + i],
+                    kps: &outputs[9 + i],
                 },
                 self.options.score_threshold,
                 &mut candidates,

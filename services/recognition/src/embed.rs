@@ -4,15 +4,17 @@
 //! maps the detected landmarks onto the standard 112 × 112 ArcFace template, in the
 //! least-squares sense; SFace was trained on crops made that way.
 
-use std::path::Path;
-
 use opencv::{
     core::{self, Mat, Scalar, Size},
     dnn, imgcodecs, imgproc,
     prelude::*,
 };
 
-use crate::{detect::Detection, ImageError};
+use crate::{
+    detect::Detection,
+    engine::{EngineError, Network},
+    ImageError,
+};
 
 /// Length of an embedding.
 pub const EMBEDDING_DIM: usize = 128;
@@ -46,28 +48,29 @@ pub fn template_landmarks(bbox: [f32; 4]) -> [[f32; 2]; 5] {
 
 /// The SFace network.
 pub struct Embedder {
-    net: dnn::Net,
+    net: Network,
 }
 
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embedder").finish_non_exhaustive()
+        f.debug_struct("Embedder")
+            .field("engine", &self.net.engine())
+            .finish_non_exhaustive()
     }
 }
 
 impl Embedder {
-    /// Loads the SFace ONNX model.
-    pub fn load(model: &Path) -> opencv::Result<Self> {
-        Ok(Self {
-            net: dnn::read_net_from_onnx(model)?,
-        })
+    /// An embedder running `net`, an SFace network from
+    /// [`Models::embedder`](crate::engine::Models::embedder).
+    pub fn new(net: Network) -> Self {
+        Self { net }
     }
 
     /// The normalised embedding of the face `face` found in the BGR `image`.
     pub fn embed(&mut self, image: &Mat, face: &Detection) -> Result<Embedding, ImageError> {
-        align(image, face)
-            .and_then(|aligned| self.embed_aligned(&aligned))
-            .map_err(ImageError::from_cv)
+        let aligned = align(image, face).map_err(ImageError::from_cv)?;
+        self.embed_aligned(&aligned)
+            .map_err(ImageError::from_engine)
     }
 
     /// The embedding of `face`, and the aligned face it was computed from as a JPEG
@@ -79,12 +82,14 @@ impl Embedder {
         face: &Detection,
     ) -> Result<(Embedding, Vec<u8>), ImageError> {
         let aligned = align(image, face).map_err(ImageError::from_cv)?;
-        let embedding = self.embed_aligned(&aligned).map_err(ImageError::from_cv)?;
+        let embedding = self
+            .embed_aligned(&aligned)
+            .map_err(ImageError::from_engine)?;
         let crop = encode_jpeg(&aligned).map_err(ImageError::from_cv)?;
         Ok((embedding, crop))
     }
 
-    fn embed_aligned(&mut self, aligned: &Mat) -> opencv::Result<Embedding> {
+    fn embed_aligned(&mut self, aligned: &Mat) -> Result<Embedding, EngineError> {
         // SFace expects RGB, 0..255.
         let blob = dnn::blob_from_image(
             aligned,
@@ -95,20 +100,14 @@ impl Embedder {
             false,
             core::CV_32F,
         )?;
-        self.net.set_input(&blob, "", 1.0, Scalar::default())?;
-        // The output Mat aliases the network's buffer, which the next forward overwrites:
-        // copy the values out now.
-        let out = self.net.forward_single_def()?;
-        let values = out.data_typed::<f32>()?;
+        let outputs = self.net.run(&blob)?;
+        let values = outputs.first().map(Vec::as_slice).unwrap_or_default();
         let mut embedding = [0.0f32; EMBEDDING_DIM];
         if values.len() != EMBEDDING_DIM {
-            return Err(opencv::Error::new(
-                core::StsUnmatchedSizes,
-                format!(
-                    "SFace produced {} values, expected {EMBEDDING_DIM}",
-                    values.len()
-                ),
-            ));
+            return Err(EngineError::Run(format!(
+                "SFace produced {} values, expected {EMBEDDING_DIM}",
+                values.len()
+            )));
         }
         embedding.copy_from_slice(values);
         normalize(&mut embedding);

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod detect;
 pub mod embed;
+pub mod engine;
 pub mod evaluation;
 pub mod gallery;
 pub mod grpc;
@@ -20,7 +21,7 @@ pub mod people_grpc;
 pub mod recognizer;
 pub mod roster;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use facewire_config::ImageRoot;
 use facewire_proto::v1::{
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 pub use config::{RecognitionConfig, RecognizerArgs};
 pub use detect::{Detection, DetectorOptions};
 pub use embed::{Embedding, EMBEDDING_DIM};
+pub use engine::{Engine, EngineError, EngineKind, EngineOptions};
 pub use gallery::{BestMatch, Gallery, GalleryFace};
 pub use grpc::RecognitionApi;
 pub use image::{ImageLimits, OversizePolicy};
@@ -77,28 +79,18 @@ impl ImageError {
     pub(crate) fn from_cv(e: opencv::Error) -> Self {
         ImageError::Analysis(e.to_string())
     }
+
+    pub(crate) fn from_engine(e: EngineError) -> Self {
+        ImageError::Analysis(e.to_string())
+    }
 }
 
 /// Errors setting up recognition.
 #[derive(Debug, thiserror::Error)]
 pub enum RecognitionError {
-    /// A model file is not where the configuration says.
-    #[error(
-        "model file {path} not found: install the models (scripts/setup) or point \
-         FACEWIRE_MODEL_DIR at the directory holding them"
-    )]
-    MissingModel {
-        /// The file that was looked for.
-        path: PathBuf,
-    },
-    /// A model file exists but OpenCV cannot load it.
-    #[error("cannot load model {path}: {source}")]
-    ModelLoad {
-        /// The model file.
-        path: PathBuf,
-        /// OpenCV's complaint.
-        source: opencv::Error,
-    },
+    /// The models or their engine could not be found or loaded.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),

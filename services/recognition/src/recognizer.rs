@@ -2,7 +2,7 @@
 //! no database — so it is tested directly and shared by the gRPC service and the CLI.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, RwLock,
@@ -14,15 +14,13 @@ use opencv::core::Mat;
 use crate::{
     detect::{Detection, Detector, DetectorOptions},
     embed::{Embedder, Embedding},
+    engine::{Engine, EngineOptions, Models},
     gallery::{BestMatch, Gallery},
     image::{decode, ImageLimits},
     ImageError, RecognitionError,
 };
 
-/// File name of the YuNet detection model inside the model directory.
-pub const DETECTOR_MODEL: &str = "face_detection_yunet_2023mar.onnx";
-/// File name of the SFace embedding model inside the model directory.
-pub const EMBEDDER_MODEL: &str = "face_recognition_sface_2021dec.onnx";
+pub use crate::engine::{DETECTOR_MODEL, EMBEDDER_MODEL};
 
 /// The default cosine similarity above which a face is taken to be the gallery person:
 /// chosen from the ROC measured on the dlib "johns" photos (see the README).
@@ -31,8 +29,8 @@ pub const DEFAULT_MATCH_THRESHOLD: f32 = 0.45;
 /// How to build a [`Recognizer`].
 #[derive(Debug, Clone)]
 pub struct RecognizerOptions {
-    /// Directory holding [`DETECTOR_MODEL`] and [`EMBEDDER_MODEL`].
-    pub model_dir: PathBuf,
+    /// Where the models are and which engine runs them.
+    pub engine: EngineOptions,
     /// Detector tuning.
     pub detector: DetectorOptions,
     /// Limits applied before decoding.
@@ -47,7 +45,10 @@ impl RecognizerOptions {
     /// Defaults with the given model directory.
     pub fn new(model_dir: impl Into<PathBuf>) -> Self {
         Self {
-            model_dir: model_dir.into(),
+            engine: EngineOptions {
+                model_dir: Some(model_dir.into()),
+                ..EngineOptions::default()
+            },
             detector: DetectorOptions::default(),
             limits: ImageLimits::default(),
             match_threshold: DEFAULT_MATCH_THRESHOLD,
@@ -97,7 +98,7 @@ pub struct RecognizedFace {
     pub crop_jpeg: Vec<u8>,
 }
 
-struct Engine {
+struct Worker {
     detector: Detector,
     embedder: Embedder,
 }
@@ -105,7 +106,8 @@ struct Engine {
 /// Detection, embedding and gallery lookup; cheap to share (`Arc`), safe to call from
 /// many threads (each call takes one of `workers` network instances).
 pub struct Recognizer {
-    engines: Vec<Mutex<Engine>>,
+    engines: Vec<Mutex<Worker>>,
+    models: Models,
     next: AtomicUsize,
     gallery: RwLock<Arc<Gallery>>,
     limits: ImageLimits,
@@ -116,23 +118,11 @@ impl std::fmt::Debug for Recognizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recognizer")
             .field("workers", &self.engines.len())
+            .field("engine", &self.models.engine)
             .field("limits", &self.limits)
             .field("match_threshold", &self.match_threshold)
             .finish_non_exhaustive()
     }
-}
-
-/// Checks the model directory and returns the two model paths, or an error naming the
-/// first missing file.
-pub fn model_paths(model_dir: &Path) -> Result<(PathBuf, PathBuf), RecognitionError> {
-    let detector = model_dir.join(DETECTOR_MODEL);
-    let embedder = model_dir.join(EMBEDDER_MODEL);
-    for path in [&detector, &embedder] {
-        if !path.is_file() {
-            return Err(RecognitionError::MissingModel { path: path.clone() });
-        }
-    }
-    Ok((detector, embedder))
 }
 
 impl Recognizer {
@@ -144,26 +134,42 @@ impl Recognizer {
                 options.match_threshold
             )));
         }
-        let (detector_path, embedder_path) = model_paths(&options.model_dir)?;
-        let load_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| RecognitionError::ModelLoad { path, source }
-        };
+        let models = Models::resolve(&options.engine)?;
+        if let Some(reason) = &models.fallback_reason {
+            tracing::warn!(%reason, "ONNX Runtime unavailable; running the networks on OpenCV");
+        }
         let mut engines = Vec::new();
         for _ in 0..options.workers.max(1) {
-            engines.push(Mutex::new(Engine {
-                detector: Detector::load(&detector_path, options.detector)
-                    .map_err(load_err(&detector_path))?,
-                embedder: Embedder::load(&embedder_path).map_err(load_err(&embedder_path))?,
+            engines.push(Mutex::new(Worker {
+                detector: Detector::new(models.detector()?, options.detector),
+                embedder: Embedder::new(models.embedder()?),
             }));
         }
+        tracing::info!(
+            engine = %models.engine,
+            models = %models.dir.display(),
+            workers = engines.len(),
+            threads = models.threads,
+            "face networks loaded"
+        );
         Ok(Self {
             engines,
+            models,
             next: AtomicUsize::new(0),
             gallery: RwLock::new(Arc::new(Gallery::default())),
             limits: options.limits,
             match_threshold: options.match_threshold,
         })
+    }
+
+    /// The engine running the networks.
+    pub fn engine(&self) -> Engine {
+        self.models.engine
+    }
+
+    /// Where the models were found and how they run.
+    pub fn models(&self) -> &Models {
+        &self.models
     }
 
     /// The similarity threshold for a match.
@@ -218,6 +224,16 @@ impl Recognizer {
     pub fn detect(&self, bytes: &[u8]) -> Result<Vec<Detection>, ImageError> {
         let image = decode(bytes, &self.limits)?;
         self.with_engine(|engine| engine.detector.detect(&image))
+    }
+
+    /// Finds every face in a decoded BGR image without embedding them.
+    pub fn detect_image(&self, image: &Mat) -> Result<Vec<Detection>, ImageError> {
+        self.with_engine(|engine| engine.detector.detect(image))
+    }
+
+    /// The embedding of one detected face of a decoded BGR image.
+    pub fn embed_face(&self, image: &Mat, face: &Detection) -> Result<Embedding, ImageError> {
+        self.with_engine(|engine| engine.embedder.embed(image, face))
     }
 
     /// Finds every face in `bytes` and names the ones the gallery knows; each face comes
@@ -344,8 +360,8 @@ impl Recognizer {
         }
     }
 
-    /// Runs `f` on a free engine, or waits for one.
-    fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> T {
+    /// Runs `f` on a free worker, or waits for one.
+    fn with_engine<T>(&self, f: impl FnOnce(&mut Worker) -> T) -> T {
         let n = self.engines.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {

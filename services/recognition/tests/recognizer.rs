@@ -3,8 +3,13 @@
 mod support;
 
 use facewire_recognition::{
-    evaluation, image::ImageLimits, ImageError, OversizePolicy, RecognitionError, Recognizer,
-    RecognizerOptions, DEFAULT_MATCH_THRESHOLD, DETECTOR_MODEL, EMBEDDER_MODEL,
+    engine::{
+        Engine, EngineError, EngineKind, DETECTOR_MODEL_ORT, EMBEDDER_MODEL_ORT, RUNTIME_LIBRARY,
+    },
+    evaluation,
+    image::ImageLimits,
+    ImageError, OversizePolicy, RecognitionError, Recognizer, RecognizerOptions,
+    DEFAULT_MATCH_THRESHOLD, DETECTOR_MODEL, EMBEDDER_MODEL,
 };
 use opencv::{
     core::{Mat, Scalar, Vector, CV_16U, CV_8UC3},
@@ -28,36 +33,62 @@ fn a_john() -> Vec<u8> {
 }
 
 #[test]
-fn missing_model_error_names_the_file() {
+fn missing_models_name_the_directory_looked_in() {
     let dir = tempfile::tempdir().unwrap();
     let err = Recognizer::load(&RecognizerOptions::new(dir.path())).unwrap_err();
-    assert!(matches!(err, RecognitionError::MissingModel { .. }));
+    assert!(
+        matches!(
+            err,
+            RecognitionError::Engine(EngineError::ModelsNotFound { .. })
+        ),
+        "{err}"
+    );
     let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     assert!(msg.contains(DETECTOR_MODEL), "{msg}");
     assert!(msg.contains("FACEWIRE_MODEL_DIR"), "{msg}");
-    // With the detector present, the embedder is the one named.
+    // One model alone is not a model directory.
     std::fs::copy(
         model_dir().join(DETECTOR_MODEL),
         dir.path().join(DETECTOR_MODEL),
     )
     .unwrap();
-    let msg = Recognizer::load(&RecognizerOptions::new(dir.path()))
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains(EMBEDDER_MODEL), "{msg}");
+    let err = Recognizer::load(&RecognizerOptions::new(dir.path())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RecognitionError::Engine(EngineError::ModelsNotFound { .. })
+        ),
+        "{err}"
+    );
 }
 
 #[test]
-fn a_corrupt_model_is_a_load_error() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(DETECTOR_MODEL), b"not onnx").unwrap();
-    std::fs::copy(
-        model_dir().join(EMBEDDER_MODEL),
-        dir.path().join(EMBEDDER_MODEL),
-    )
-    .unwrap();
-    let err = Recognizer::load(&RecognizerOptions::new(dir.path())).unwrap_err();
-    assert!(matches!(err, RecognitionError::ModelLoad { .. }), "{err}");
+fn a_corrupt_model_is_a_load_error_on_either_engine() {
+    for (kind, file) in [
+        (EngineKind::Opencv, DETECTOR_MODEL),
+        (EngineKind::Onnxruntime, DETECTOR_MODEL_ORT),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            DETECTOR_MODEL,
+            EMBEDDER_MODEL,
+            DETECTOR_MODEL_ORT,
+            EMBEDDER_MODEL_ORT,
+            RUNTIME_LIBRARY,
+        ] {
+            std::fs::copy(model_dir().join(name), dir.path().join(name)).unwrap();
+        }
+        std::fs::write(dir.path().join(file), b"not onnx").unwrap();
+        let mut options = RecognizerOptions::new(dir.path());
+        options.engine.kind = kind;
+        options.workers = 1;
+        let err = Recognizer::load(&options).unwrap_err();
+        assert!(
+            matches!(err, RecognitionError::Engine(EngineError::Load { .. })),
+            "{kind:?}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -250,4 +281,40 @@ fn detection_recall_and_precision_on_dlib_faces() {
     // Measured: recall 25/25, precision 25/26.
     assert!(counts.recall() >= 0.92, "{counts:?}");
     assert!(counts.precision() >= 0.9, "{counts:?}");
+}
+
+/// ONNX Runtime and OpenCV run the same networks: the same faces, boxes within a pixel,
+/// embeddings with a cosine similarity of at least 0.999.
+#[test]
+fn both_engines_find_the_same_faces_and_embeddings() {
+    let load = |kind| {
+        let mut options = RecognizerOptions::new(model_dir());
+        options.engine.kind = kind;
+        options.workers = 1;
+        Recognizer::load(&options).unwrap()
+    };
+    let ort = load(EngineKind::Onnxruntime);
+    let cv = load(EngineKind::Opencv);
+    assert_eq!(
+        (ort.engine(), cv.engine()),
+        (Engine::OnnxRuntime, Engine::OpenCv)
+    );
+    for photo_path in ["faces/Tom_Cruise_avp_2014_4.jpg", "faces/2008_002470.jpg"] {
+        let bytes = photo(photo_path);
+        let (a, b) = (ort.analyze(&bytes).unwrap(), cv.analyze(&bytes).unwrap());
+        assert_eq!(a.len(), b.len(), "{photo_path}");
+        assert!(!a.is_empty(), "{photo_path}");
+        for (x, y) in a.iter().zip(&b) {
+            for (p, q) in x.detection.bbox.iter().zip(&y.detection.bbox) {
+                assert!((p - q).abs() < 1.0, "{photo_path}: {x:?} vs {y:?}");
+            }
+            let cosine: f32 = x
+                .embedding
+                .iter()
+                .zip(&y.embedding)
+                .map(|(p, q)| p * q)
+                .sum();
+            assert!(cosine > 0.999, "{photo_path}: cosine {cosine}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ use facewire_config::{
 use facewire_frontend::{Frontend, FrontendConfig};
 use facewire_processor::{Processor, WorkConfig};
 use facewire_receiver::{Limits, Receiver, ReceiverConfig};
-use facewire_recognition::{Recognition, RecognitionConfig, RecognizerArgs};
+use facewire_recognition::{config::EngineArgs, Recognition, RecognitionConfig, RecognizerArgs};
 use facewire_reconciler::{Reconciler, SweepConfig};
 use facewire_server::CancellationToken;
 
@@ -51,9 +51,8 @@ pub struct UpArgs {
     /// Directory that submitted paths are relative to and confined to.
     #[arg(long, env = "FACEWIRE_IMAGE_ROOT", default_value = ".")]
     image_root: PathBuf,
-    /// Directory holding the YuNet and SFace ONNX models (scripts/setup installs them).
-    #[arg(long, env = "FACEWIRE_MODEL_DIR", default_value = "models")]
-    model_dir: PathBuf,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Cosine similarity at or above which a face is identified as an enrolled person.
     #[arg(long, env = "FACEWIRE_MATCH_THRESHOLD", default_value_t = facewire_recognition::DEFAULT_MATCH_THRESHOLD)]
     match_threshold: f32,
@@ -77,7 +76,7 @@ impl UpArgs {
         RecognitionConfig {
             storage: self.storage.clone(),
             recognizer: RecognizerArgs {
-                model_dir: self.model_dir.clone(),
+                engine: self.engine.clone(),
                 match_threshold: self.match_threshold,
                 max_image_bytes: self.limits.max_image_bytes as usize,
                 ..facewire_config::declared_defaults()

@@ -1,8 +1,10 @@
 //! Measures the recognition service's figures for the README: accuracy on dlib's
-//! labeled photos, per-image latency and throughput, gallery scaling, and memory.
+//! labeled photos, per-image latency and throughput, gallery scaling, and memory — for
+//! each inference engine, ending with a side-by-side summary.
 //!
 //! ```text
 //! cargo run --release -p facewire-recognition --bin recognition-bench
+//! cargo run --release -p facewire-recognition --bin recognition-bench -- --engines opencv --only latency
 //! ```
 //! Needs the models (scripts/setup) and the test data (scripts/fetch-testdata).
 //! Prints numbers; asserts nothing about time.
@@ -15,16 +17,20 @@ use std::{
 
 use clap::Parser;
 use facewire_recognition::{
-    evaluation, Gallery, GalleryFace, Recognizer, RecognizerOptions, EMBEDDING_DIM,
+    evaluation, EngineKind, Gallery, GalleryFace, Recognizer, RecognizerOptions,
+    DEFAULT_MATCH_THRESHOLD, EMBEDDING_DIM,
 };
 use opencv::{core::Vector, imgcodecs, imgproc, prelude::*};
 
 #[derive(Debug, Parser)]
 #[command(about = "facewire recognition benchmarks")]
 struct Args {
-    /// Directory with the ONNX models.
+    /// Directory with the ONNX models (and the ONNX Runtime library).
     #[arg(long, env = "FACEWIRE_MODEL_DIR", default_value = "models")]
     model_dir: PathBuf,
+    /// Engines to measure, one after the other in the same run.
+    #[arg(long, value_delimiter = ',', default_values = ["onnxruntime", "opencv"])]
+    engines: Vec<EngineKind>,
     /// dlib test data (johns/, faces/), from scripts/fetch-testdata.
     #[arg(long, default_value = "testdata/dlib")]
     data: PathBuf,
@@ -39,42 +45,95 @@ struct Args {
     only: Vec<String>,
 }
 
+/// One engine's headline figures, for the closing side-by-side table.
+#[derive(Debug, Default)]
+struct Summary {
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    throughput: Option<f64>,
+    latency_mode: Option<f64>,
+    top1: Option<String>,
+    false_accepts: Option<String>,
+    detection_recall: Option<String>,
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
-    let mut options = RecognizerOptions::new(&args.model_dir);
-    // One network instance for latency; throughput is measured with one per core too.
-    options.workers = 1;
-    options.detector.max_side = args.max_side;
-    let recognizer = Arc::new(Recognizer::load(&options)?);
     println!(
-        "machine: {} logical CPUs; OpenCV {}",
+        "machine: {} logical CPUs; OpenCV {}; load average {}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        opencv::core::get_version_string()?
+        opencv::core::get_version_string()?,
+        load_average()
     );
-    if wants("accuracy") {
-        accuracy(&recognizer, &args)?;
-    }
-    if wants("small-faces") {
-        small_faces(&recognizer, &args)?;
-    }
     let image = one_face_vga(&args)?;
-    if wants("latency") {
-        latency(&recognizer, &options, &image, args.iterations)?;
+    let mut summaries = Vec::new();
+    for &kind in &args.engines {
+        let mut options = RecognizerOptions::new(&args.model_dir);
+        options.engine.kind = kind;
+        // One network instance for latency; throughput is measured with one per core too.
+        options.workers = 1;
+        options.detector.max_side = args.max_side;
+        let recognizer = Arc::new(Recognizer::load(&options)?);
+        println!(
+            "\n# engine: {} (models in {})",
+            recognizer.engine(),
+            recognizer.models().dir.display()
+        );
+        let mut summary = Summary::default();
+        if wants("accuracy") {
+            accuracy(&recognizer, &args, &mut summary)?;
+        }
+        if wants("small-faces") {
+            small_faces(&recognizer, &args)?;
+        }
+        if wants("latency") {
+            latency(&recognizer, &options, &image, args.iterations, &mut summary)?;
+        }
+        if wants("stages") {
+            stages(&args, &recognizer, &image)?;
+        }
+        if wants("scaling") {
+            scaling(&recognizer, &image, args.iterations)?;
+        }
+        if wants("memory") {
+            memory(&recognizer)?;
+        }
+        summaries.push((recognizer.engine(), summary));
     }
-    if wants("stages") {
-        stages(&args, options.detector, &image)?;
-    }
-    if wants("scaling") {
-        scaling(&recognizer, &image, args.iterations)?;
-    }
-    if wants("memory") {
-        memory(&recognizer)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("\n# engines side by side (640 × 480 JPEG, one face)");
+    println!(
+        "| engine | p50 | p99 | images/s ({cores} workers × 1 thread) | images/s (1 worker × {cores} threads) | top-1 | false accepts at {DEFAULT_MATCH_THRESHOLD} | detection recall (testing.xml, IoU ≥ 0.5) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let ms = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1} ms"));
+    let rate = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "–".into());
+    for (engine, s) in &summaries {
+        println!(
+            "| {engine} | {} | {} | {} | {} | {} | {} | {} |",
+            ms(s.p50_ms),
+            ms(s.p99_ms),
+            rate(s.throughput),
+            rate(s.latency_mode),
+            text(&s.top1),
+            text(&s.false_accepts),
+            text(&s.detection_recall)
+        );
+        println!(
+            "engine engine={engine} p50_ms={} throughput={} top1={} false_accepts={} detection_recall={}",
+            s.p50_ms.map_or("nan".into(), |v| format!("{v:.2}")),
+            s.throughput.map_or("nan".into(), |v| format!("{v:.1}")),
+            text(&s.top1).replace(' ', ""),
+            text(&s.false_accepts).replace(' ', ""),
+            text(&s.detection_recall).replace(' ', "")
+        );
     }
     Ok(())
 }
 
-fn accuracy(recognizer: &Recognizer, args: &Args) -> anyhow::Result<()> {
+fn accuracy(recognizer: &Recognizer, args: &Args, summary: &mut Summary) -> anyhow::Result<()> {
     let photos = evaluation::labeled_photos(&args.data.join("johns"))?;
     let (faces, missed) = evaluation::embed_labeled(recognizer, &photos);
     println!(
@@ -111,6 +170,10 @@ fn accuracy(recognizer: &Recognizer, args: &Args) -> anyhow::Result<()> {
     println!("|---|---|---|---|");
     for t in [0.30, 0.363, 0.40, 0.45] {
         let r = evaluation::identification(&faces, t);
+        if t == DEFAULT_MATCH_THRESHOLD {
+            summary.top1 = Some(format!("{}/{}", r.top1_correct, r.queries));
+            summary.false_accepts = Some(format!("{}/{}", r.false_accepts, r.impostor_queries));
+        }
         println!(
             "| {t:.3} | {}/{} = {:.1}% | {}/{} = {:.1}% | {}/{} = {:.1}% |",
             r.top1_correct,
@@ -128,6 +191,13 @@ fn accuracy(recognizer: &Recognizer, args: &Args) -> anyhow::Result<()> {
         let path = args.data.join("faces").join(xml);
         for iou in [0.3f32, 0.5] {
             let c = evaluation::detection(recognizer, &path, iou)?;
+            if xml == "testing.xml" && iou == 0.5 {
+                summary.detection_recall = Some(format!(
+                    "{}/{}",
+                    c.true_positives,
+                    c.true_positives + c.false_negatives
+                ));
+            }
             println!(
                 "detection on faces/{xml} (IoU ≥ {iou}): recall {}/{} = {:.1}%, precision {}/{} = {:.1}%",
                 c.true_positives,
@@ -267,6 +337,7 @@ fn latency(
     options: &RecognizerOptions,
     image: &[u8],
     iterations: usize,
+    summary: &mut Summary,
 ) -> anyhow::Result<()> {
     println!("\n## per image (640 × 480 JPEG, one face; decode + detect + embed + lookup, 10 people enrolled)");
     recognizer.set_gallery(synthetic_gallery(10));
@@ -274,6 +345,8 @@ fn latency(
     let times = time_recognize(recognizer, image, iterations)?;
     let cpu = cpu_seconds() - cpu_before;
     let total: Duration = times.iter().sum();
+    summary.p50_ms = Some(percentile(&times, 0.5));
+    summary.p99_ms = Some(percentile(&times, 0.99));
     println!(
         "sequential, 1 worker: p50 {:.1} ms, p99 {:.1} ms, {:.1} images/s; CPU time {:.1} ms per image (all threads); load average {}",
         percentile(&times, 0.5),
@@ -283,84 +356,93 @@ fn latency(
         cpu * 1000.0 / (iterations + 10) as f64,
         load_average()
     );
-    // Throughput with one network instance and one caller per core, as the service runs.
+    // Throughput with one network instance and one caller per core, as the service runs
+    // by default, then the other way to spend the cores: one worker whose inferences use
+    // all of them (ONNX Runtime's intra-op threads; OpenCV always uses its whole pool).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut parallel = options.clone();
-    parallel.workers = cores;
-    let shared = Arc::new(Recognizer::load(&parallel)?);
-    shared.set_gallery(synthetic_gallery(10));
-    let start = Instant::now();
-    let per_thread = iterations / cores;
-    std::thread::scope(|s| {
-        for _ in 0..cores {
-            let shared = &shared;
-            s.spawn(move || {
-                for _ in 0..per_thread {
-                    shared.recognize(image).expect("recognize");
-                }
-            });
+    for (workers, threads) in [(cores, 1), (1, cores)] {
+        let mut parallel = options.clone();
+        parallel.workers = workers;
+        parallel.engine.threads = threads;
+        let shared = Arc::new(Recognizer::load(&parallel)?);
+        shared.set_gallery(synthetic_gallery(10));
+        for _ in 0..5 {
+            shared.recognize(image)?;
         }
-    });
-    println!(
-        "{cores} callers, {cores} workers: {:.1} images/s",
-        (per_thread * cores) as f64 / start.elapsed().as_secs_f64()
-    );
+        let callers = workers;
+        let per_caller = iterations / callers;
+        let cpu_before = cpu_seconds();
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..callers {
+                let shared = &shared;
+                s.spawn(move || {
+                    for _ in 0..per_caller {
+                        shared.recognize(image).expect("recognize");
+                    }
+                });
+            }
+        });
+        let elapsed = start.elapsed().as_secs_f64();
+        let done = (per_caller * callers) as f64;
+        let rate = done / elapsed;
+        if threads == 1 {
+            summary.throughput = Some(rate);
+        } else {
+            summary.latency_mode = Some(rate);
+        }
+        println!(
+            "{callers} callers, {workers} workers × {threads} threads: {rate:.1} images/s, {:.1} ms per image ({:.1} ms CPU per image)",
+            elapsed * 1000.0 / done * callers as f64,
+            (cpu_seconds() - cpu_before) * 1000.0 / done
+        );
+    }
     Ok(())
 }
 
 /// Where the time of one image goes: decode, detect (YuNet) and embed (align + SFace),
-/// each timed alone, with OpenCV's own thread pool and with one thread.
-fn stages(
-    args: &Args,
-    detector_options: facewire_recognition::DetectorOptions,
-    image: &[u8],
-) -> anyhow::Result<()> {
-    use facewire_recognition::{detect::Detector, embed::Embedder, recognizer, ImageLimits};
+/// each timed alone on the recognizer's single worker.
+fn stages(args: &Args, recognizer: &Recognizer, image: &[u8]) -> anyhow::Result<()> {
+    use facewire_recognition::ImageLimits;
     println!(
         "\n## where the time goes (640 × 480, one face; median of {} runs)",
         args.iterations
     );
-    println!("| OpenCV threads | decode | detect (YuNet) | embed (align + SFace) |");
-    println!("|---|---|---|---|");
-    let mut detector = Detector::load(
-        &args.model_dir.join(recognizer::DETECTOR_MODEL),
-        detector_options,
-    )?;
-    let mut embedder = Embedder::load(&args.model_dir.join(recognizer::EMBEDDER_MODEL))?;
+    println!("| decode | detect (YuNet) | embed (align + SFace) |");
+    println!("|---|---|---|");
     let limits = ImageLimits::default();
-    let default_threads = opencv::core::get_num_threads()?;
-    for threads in [default_threads, 1] {
-        opencv::core::set_num_threads(threads)?;
-        let median = |mut f: Box<dyn FnMut() -> anyhow::Result<()> + '_>| -> anyhow::Result<f64> {
-            for _ in 0..5 {
-                f()?;
-            }
-            let mut times = Vec::with_capacity(args.iterations);
-            for _ in 0..args.iterations {
-                let start = Instant::now();
-                f()?;
-                times.push(start.elapsed());
-            }
-            times.sort();
-            Ok(percentile(&times, 0.5))
-        };
-        let decoded = facewire_recognition::image::decode(image, &limits)?;
-        let face = detector.detect(&decoded)?.remove(0);
-        let decode = median(Box::new(|| {
-            facewire_recognition::image::decode(image, &limits)?;
-            Ok(())
-        }))?;
-        let detect = median(Box::new(|| {
-            detector.detect(&decoded)?;
-            Ok(())
-        }))?;
-        let embed = median(Box::new(|| {
-            embedder.embed(&decoded, &face)?;
-            Ok(())
-        }))?;
-        println!("| {threads} | {decode:.1} ms | {detect:.1} ms | {embed:.1} ms |");
-    }
-    opencv::core::set_num_threads(default_threads)?;
+    let median = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        for _ in 0..5 {
+            f()?;
+        }
+        let mut times = Vec::with_capacity(args.iterations);
+        for _ in 0..args.iterations {
+            let start = Instant::now();
+            f()?;
+            times.push(start.elapsed());
+        }
+        times.sort();
+        Ok(percentile(&times, 0.5))
+    };
+    let decoded = facewire_recognition::image::decode(image, &limits)?;
+    let face = recognizer
+        .detect_image(&decoded)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no face in the latency image"))?;
+    let decode = median(&mut || {
+        facewire_recognition::image::decode(image, &limits)?;
+        Ok(())
+    })?;
+    let detect = median(&mut || {
+        recognizer.detect_image(&decoded)?;
+        Ok(())
+    })?;
+    let embed = median(&mut || {
+        recognizer.embed_face(&decoded, &face)?;
+        Ok(())
+    })?;
+    println!("| {decode:.1} ms | {detect:.1} ms | {embed:.1} ms |");
     Ok(())
 }
 
