@@ -93,7 +93,69 @@ impl ImageRoot {
 
     /// Checks a client-supplied path: not empty, no `..`, absolute only inside the root,
     /// no symlink leading outside, an existing non-empty regular file within the limit.
+    /// Never blocks on a FIFO or a device (see [`ImageRoot::open`]); to read the file,
+    /// use [`ImageRoot::open`], which hands over the very file it checked.
     pub fn check(&self, raw: &str) -> Result<CheckedPath, PathError> {
+        self.open(raw).map(|(checked, _file)| checked)
+    }
+
+    /// Checks a client-supplied path like [`ImageRoot::check`] and opens it for reading.
+    ///
+    /// The checks apply to the file opened, not to whatever the path named a moment
+    /// earlier: the file is opened first — without blocking (a FIFO would otherwise block
+    /// `open()` until a writer came, for ever) and without following a symlink in its
+    /// last component — and then the opened file is checked: its real path must still be
+    /// inside the root, and it must be a non-empty regular file within the limit. So a
+    /// file swapped for a FIFO, a device or a symlink after the path was resolved is
+    /// refused rather than read.
+    pub fn open(&self, raw: &str) -> Result<(CheckedPath, std::fs::File), PathError> {
+        let (relative, resolved) = self.resolve(raw)?;
+        let unreadable = |e: io::Error| PathError::Unreadable {
+            path: raw.to_string(),
+            reason: e.to_string(),
+        };
+        // Cheap early refusal of what is already no regular file (so that a device is
+        // not even opened); the authoritative check is on the opened file below.
+        let meta = std::fs::metadata(&resolved).map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(PathError::NotAFile(raw.to_string()));
+        }
+        let file = open_nonblocking(&resolved).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => PathError::NotFound(raw.to_string()),
+            _ if is_symlink_refusal(&e) => PathError::Unreadable {
+                path: raw.to_string(),
+                reason: "it was replaced by a symlink while being opened".to_string(),
+            },
+            _ => unreadable(e),
+        })?;
+        if !self.opened_inside_root(&file) {
+            return Err(PathError::OutsideRoot(raw.to_string()));
+        }
+        let meta = file.metadata().map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(PathError::NotAFile(raw.to_string()));
+        }
+        if meta.len() == 0 {
+            return Err(PathError::Empty(raw.to_string()));
+        }
+        if meta.len() > self.max_bytes {
+            return Err(PathError::TooLarge {
+                path: raw.to_string(),
+                size: meta.len(),
+                limit: self.max_bytes,
+            });
+        }
+        let checked = CheckedPath {
+            relative: relative.to_string_lossy().into_owned(),
+            resolved,
+            size: meta.len(),
+        };
+        Ok((checked, file))
+    }
+
+    /// The path relative to the root (normalised) and resolved (symlinks followed,
+    /// inside the root), or why the path is refused.
+    fn resolve(&self, raw: &str) -> Result<(PathBuf, PathBuf), PathError> {
         if raw.trim().is_empty() {
             return Err(PathError::Invalid("path is empty".into()));
         }
@@ -143,28 +205,50 @@ impl ImageRoot {
         if !resolved.starts_with(&self.root) {
             return Err(PathError::OutsideRoot(raw.to_string()));
         }
-        let meta = std::fs::metadata(&resolved).map_err(|e| PathError::Unreadable {
-            path: raw.to_string(),
-            reason: e.to_string(),
-        })?;
-        if !meta.is_file() {
-            return Err(PathError::NotAFile(raw.to_string()));
+        Ok((relative, resolved))
+    }
+
+    /// Whether the file actually opened is inside the root: a directory on the way may
+    /// have been swapped for a symlink leading out after the path was resolved. Linux
+    /// names an open file's real path in /proc; elsewhere the resolved path must do.
+    fn opened_inside_root(&self, file: &std::fs::File) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+                return real.starts_with(&self.root);
+            }
         }
-        if meta.len() == 0 {
-            return Err(PathError::Empty(raw.to_string()));
-        }
-        if meta.len() > self.max_bytes {
-            return Err(PathError::TooLarge {
-                path: raw.to_string(),
-                size: meta.len(),
-                limit: self.max_bytes,
-            });
-        }
-        Ok(CheckedPath {
-            relative: relative.to_string_lossy().into_owned(),
-            resolved,
-            size: meta.len(),
-        })
+        let _ = file;
+        true
+    }
+}
+
+/// Opens `path` read-only without blocking (O_NONBLOCK: opening a FIFO returns at once
+/// instead of waiting for a writer) and without following a symlink in the last
+/// component (O_NOFOLLOW: the path was resolved already, so a symlink there now is a
+/// swap). O_NONBLOCK has no effect on reading a regular file, the only kind kept.
+fn open_nonblocking(path: &Path) -> io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW);
+    }
+    options.open(path)
+}
+
+/// Whether `open` failed because O_NOFOLLOW met a symlink.
+fn is_symlink_refusal(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(nix::libc::ELOOP)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
     }
 }
 
@@ -229,5 +313,22 @@ mod tests {
             std::os::unix::fs::symlink("sub/a.jpg", dir.path().join("inside.jpg")).unwrap();
             assert!(r.check("inside.jpg").is_ok());
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_a_fifo_without_blocking_and_reads_what_it_checked() {
+        let (dir, r) = root();
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("pipe.jpg"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(matches!(r.check("pipe.jpg"), Err(PathError::NotAFile(_))));
+        assert!(matches!(r.open("pipe.jpg"), Err(PathError::NotAFile(_))));
+        let (checked, mut file) = r.open("sub/a.jpg").unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+        assert_eq!((checked.size, bytes.as_slice()), (4, &b"jpeg"[..]));
     }
 }

@@ -13,6 +13,23 @@ mod security;
 pub use image_root::{CheckedPath, ImageRoot, PathError};
 pub use security::{AuthConfig, ClientTlsConfig, TlsConfig};
 
+/// The largest image file facewire takes, by default (`FACEWIRE_MAX_IMAGE_BYTES`), stated
+/// once for every service: the receiver refuses larger submissions, the processor reads
+/// no larger file, and recognition analyses any image up to it, so an image the receiver
+/// accepted is never refused later for its size. (32 MiB: phone photos are 3–15 MB.)
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Bytes a `RecognizeBatch` request spends on each image beyond the image itself (its
+/// key and the protobuf framing), with room to spare.
+pub const BATCH_IMAGE_OVERHEAD_BYTES: usize = 64;
+
+/// Recognition's request limit by default (`FACEWIRE_RECOGNITION_MAX_MESSAGE_BYTES`),
+/// derived from [`DEFAULT_MAX_IMAGE_BYTES`]: two images of the largest size and 1 MiB to
+/// spare, so any image the receiver accepts fits in one call. Processors pack their calls
+/// to fit it.
+pub const DEFAULT_RECOGNITION_MAX_MESSAGE_BYTES: usize =
+    2 * DEFAULT_MAX_IMAGE_BYTES as usize + 1024 * 1024;
+
 /// A config struct as its flags declare it with nothing given: every field at its
 /// `default_value`, environment variables ignored. For code that builds a service's
 /// config itself (`facewire up`) and wants the defaults the flags document, without

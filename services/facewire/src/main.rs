@@ -51,6 +51,8 @@ enum Command {
     Merge(cli::people::MergeArgs),
     /// Undo a merge exactly.
     Unmerge(cli::people::UnmergeArgs),
+    /// The faces most like a face in an image (or a stored face): search by face.
+    Search(cli::people::SearchArgs),
     /// Re-run recognition (stored faces) or detection (images), as a job.
     Rerun(cli::people::RerunArgs),
     /// List re-run jobs with their progress.
@@ -77,6 +79,7 @@ async fn main() -> std::process::ExitCode {
         Command::Recognition(config) => cli::recognition::serve(config).await,
         Command::Enroll(args) => cli::recognition::enroll(args).await,
         Command::People(args) => cli::people::people(args).await,
+        Command::Search(args) => cli::people::search(args).await,
         Command::Images(args) => cli::people::images(args).await,
         Command::Faces(args) => cli::people::faces(args).await,
         Command::Assign(args) => cli::people::assign(args).await,

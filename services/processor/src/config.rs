@@ -33,6 +33,9 @@ pub struct ProcessorConfig {
     pub image_root: PathBuf,
 }
 
+/// Bytes of a recognition request beyond its images (kept free of the request limit).
+pub const REQUEST_OVERHEAD_BYTES: usize = 16 * 1024;
+
 /// Attempts per image by default: enough that an outage of recognition of up to about
 /// two minutes (the half-open probes are real calls, each one an attempt of its images)
 /// ends with every image done rather than failed.
@@ -85,9 +88,22 @@ pub struct WorkConfig {
     /// Seconds the breaker stays open before a probe.
     #[arg(long, env = "FACEWIRE_BREAKER_COOLDOWN_SECONDS", default_value_t = 5.0)]
     pub breaker_cooldown_seconds: f64,
-    /// Largest image read from disk, in bytes.
-    #[arg(long, env = "FACEWIRE_MAX_IMAGE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    /// Largest image read from disk, in bytes (the receiver's and recognition's limit
+    /// too).
+    #[arg(long, env = "FACEWIRE_MAX_IMAGE_BYTES", default_value_t = facewire_config::DEFAULT_MAX_IMAGE_BYTES)]
     pub max_image_bytes: u64,
+    /// Most image bytes in one recognition call (an image larger than this goes alone),
+    /// bounding the memory a call holds.
+    #[arg(long, env = "FACEWIRE_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub batch_bytes: usize,
+    /// The largest request recognition accepts (its own setting of the same name): calls
+    /// are packed to fit, and one image of the largest size must fit.
+    #[arg(
+        long,
+        env = "FACEWIRE_RECOGNITION_MAX_MESSAGE_BYTES",
+        default_value_t = facewire_config::DEFAULT_RECOGNITION_MAX_MESSAGE_BYTES
+    )]
+    pub recognition_max_message_bytes: usize,
 }
 
 impl WorkConfig {
@@ -100,6 +116,32 @@ impl WorkConfig {
             breaker_cooldown: Duration::from_secs_f64(self.breaker_cooldown_seconds.max(0.1)),
             ..facewire_resilience::ResilienceConfig::default()
         }
+    }
+
+    /// Most image bytes in one recognition call: the batch budget, within recognition's
+    /// request limit.
+    pub fn call_bytes(&self) -> usize {
+        let room = self
+            .recognition_max_message_bytes
+            .saturating_sub(REQUEST_OVERHEAD_BYTES);
+        self.batch_bytes.clamp(1, room.max(1))
+    }
+
+    /// Refuses limits under which an image the receiver accepts could not be sent to
+    /// recognition in a call of its own.
+    pub fn check_limits(&self) -> Result<(), String> {
+        let one = self.max_image_bytes as usize
+            + facewire_config::BATCH_IMAGE_OVERHEAD_BYTES
+            + REQUEST_OVERHEAD_BYTES;
+        if one > self.recognition_max_message_bytes {
+            return Err(format!(
+                "FACEWIRE_RECOGNITION_MAX_MESSAGE_BYTES ({}) must exceed FACEWIRE_MAX_IMAGE_BYTES ({}) by at least {} bytes, or images of the largest size could never be recognised",
+                self.recognition_max_message_bytes,
+                self.max_image_bytes,
+                one - self.max_image_bytes as usize
+            ));
+        }
+        Ok(())
     }
 
     /// Pause before retrying an image on its `attempt`-th failure: 1 s, 2 s, 4 s, ... 30 s.

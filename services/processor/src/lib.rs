@@ -6,7 +6,8 @@
 //!
 //! | what went wrong | outcome |
 //! | --- | --- |
-//! | recognition unavailable, database blip | back to `pending`, message requeued after a backoff; after `max_attempts` → `failed` + dead-letter |
+//! | recognition unavailable, draining (CANCELLED), connection closed or reset, no answer in time; database blip | back to `pending`, message requeued after a backoff; after `max_attempts` → `failed` + dead-letter |
+//! | a call recognition refuses as too large | split in halves, each asked again (calls are packed by bytes too, so this is rare) |
 //! | file gone, unreadable, undecodable | `failed` at once with the reason (retrying cannot help) |
 //! | body is not an id, id of no row | dead-letter (a poison message never blocks the queue) |
 //!
@@ -56,6 +57,9 @@ pub enum ProcessorError {
     /// The image root is unusable.
     #[error("FACEWIRE_IMAGE_ROOT: {0}")]
     ImageRoot(std::io::Error),
+    /// The size limits contradict each other.
+    #[error("{0}")]
+    Limits(String),
 }
 
 /// The resilient `RecognizeBatch` call.
@@ -81,7 +85,7 @@ pub fn recognize_batch_client(
     // Every call carries the current trace context (the batch's) as `traceparent`.
     let channel = InjectTraceContextLayer.layer(channel);
     let client = RecognitionServiceClient::with_interceptor(channel, options.bearer()?)
-        .max_decoding_message_size(64 * 1024 * 1024);
+        .max_decoding_message_size(facewire_config::DEFAULT_RECOGNITION_MAX_MESSAGE_BYTES);
     let call = tower::service_fn(move |req: RecognizeBatchRequest| {
         let mut client = client.clone();
         async move { client.recognize_batch(req).await.map(|r| r.into_inner()) }
@@ -130,6 +134,7 @@ impl Processor {
         image_root: &std::path::Path,
         config: WorkConfig,
     ) -> Result<Self, ProcessorError> {
+        config.check_limits().map_err(ProcessorError::Limits)?;
         let root = ImageRoot::new(image_root, config.max_image_bytes)
             .map_err(ProcessorError::ImageRoot)?;
         let breaker = BreakerLayer::from_config("recognition", &config.resilience());
@@ -342,82 +347,77 @@ impl Processor {
             return;
         }
 
-        // Read the files; failures here are permanent.
+        // Open the files, checking what was opened (a file swapped for a FIFO is refused,
+        // not waited on); failures here are permanent.
         let root = self.root.clone();
-        let paths: Vec<(i64, String)> =
-            active.iter().map(|(_, c)| (c.id, c.path.clone())).collect();
-        let loaded: Vec<Result<Vec<u8>, String>> = tokio::task::spawn_blocking(move || {
-            paths
-                .iter()
-                .map(|(_, p)| {
-                    let checked = root.check(p).map_err(|e| e.to_string())?;
-                    std::fs::read(&checked.resolved).map_err(|e| format!("{p}: {e}"))
-                })
-                .collect()
-        })
-        .await
-        .unwrap_or_else(|e| vec![Err(format!("reading images failed: {e}")); active.len()]);
+        let paths: Vec<String> = active.iter().map(|(_, c)| c.path.clone()).collect();
+        let opened: Vec<Result<(u64, std::fs::File), String>> =
+            tokio::task::spawn_blocking(move || {
+                paths
+                    .iter()
+                    .map(|p| {
+                        root.open(p)
+                            .map(|(checked, file)| (checked.size, file))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_else(|e| {
+                (0..active.len())
+                    .map(|_| Err(format!("opening images failed: {e}")))
+                    .collect()
+            });
 
         let mut outcomes: Vec<Option<Outcome>> = vec![None; active.len()];
-        let mut request = RecognizeBatchRequest::default();
-        for (i, bytes) in loaded.into_iter().enumerate() {
-            match bytes {
-                Ok(image) => request.images.push(BatchImage {
-                    key: i.to_string(),
-                    image,
-                }),
+        let mut files = Vec::new();
+        for (i, file) in opened.into_iter().enumerate() {
+            match file {
+                Ok((size, file)) => files.push((i, size, file)),
                 Err(reason) => outcomes[i] = Some(Outcome::Failed(reason)),
             }
         }
-        if !request.images.is_empty() {
-            let mut svc = self.recognize.clone();
-            let started = std::time::Instant::now();
-            let response = match svc.ready().await {
-                Ok(ready) => ready.call(request).await,
-                Err(e) => Err(e),
-            };
-            metrics::histogram!("processor_recognition_seconds")
-                .record(started.elapsed().as_secs_f64());
-            match response {
-                Ok(resp) => {
-                    for result in resp.results {
-                        let Ok(i) = result.key.parse::<usize>() else {
-                            continue;
-                        };
-                        if i >= outcomes.len() {
-                            continue;
-                        }
-                        outcomes[i] = Some(match result.outcome {
-                            Some(batch_result::Outcome::Faces(faces)) if faces.faces.is_empty() => {
-                                Outcome::NoFace
-                            }
-                            Some(batch_result::Outcome::Faces(faces)) => {
-                                Outcome::Done(faces.faces.into_iter().map(detected_face).collect())
-                            }
-                            Some(batch_result::Outcome::Error(e)) => Outcome::Failed(format!(
-                                "recognition refused the image: {}",
-                                e.message
-                            )),
-                            None => Outcome::Retry("recognition returned no result".into()),
-                        });
-                    }
-                }
-                Err(status) if facewire_resilience::is_transient(&status) => {
-                    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
-                        *o = Some(Outcome::Retry(format!(
-                            "recognition unavailable: {}",
-                            status.message()
-                        )));
-                    }
-                }
-                Err(status) => {
-                    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
-                        *o = Some(Outcome::Failed(format!("recognition failed: {status}")));
+        // Calls bounded by bytes as well as by count, so that large photos never make a
+        // request recognition refuses; each call's files are read just before it.
+        let sizes: Vec<u64> = files.iter().map(|(_, size, _)| *size).collect();
+        let calls = pack_calls(&sizes, self.config.batch.max(1), self.config.call_bytes());
+        let mut files: Vec<Option<(usize, std::fs::File)>> = files
+            .into_iter()
+            .map(|(i, _, file)| Some((i, file)))
+            .collect();
+        for call in calls {
+            let group: Vec<(usize, std::fs::File)> =
+                call.iter().filter_map(|&k| files[k].take()).collect();
+            let read: Vec<(usize, Result<Vec<u8>, String>)> =
+                tokio::task::spawn_blocking(move || {
+                    group
+                        .into_iter()
+                        .map(|(i, mut file)| {
+                            let mut bytes = Vec::new();
+                            let read = std::io::Read::read_to_end(&mut file, &mut bytes)
+                                .map(|_| bytes)
+                                .map_err(|e| format!("reading the image: {e}"));
+                            (i, read)
+                        })
+                        .collect()
+                })
+                .await
+                .unwrap_or_default();
+            let mut images = Vec::with_capacity(read.len());
+            for (i, bytes) in read {
+                match bytes {
+                    Ok(image) => images.push(BatchImage {
+                        key: i.to_string(),
+                        image,
+                    }),
+                    Err(reason) => {
+                        outcomes[i] =
+                            Some(Outcome::Failed(format!("{}: {reason}", active[i].1.path)))
                     }
                 }
             }
+            self.ask_recognition(images, &mut outcomes).await;
         }
-
         let finished: Vec<(Claim, Outcome)> = active
             .iter()
             .zip(outcomes)
@@ -472,6 +472,91 @@ impl Processor {
         );
     }
 
+    /// Asks recognition about `images` (keyed by their index in `outcomes`) and records
+    /// an outcome for each. A call refused as too large is split in halves and each half
+    /// asked again, so no image fails for its neighbours' sizes; a call cut short
+    /// (recognition draining or restarting, the connection lost, no answer in time) puts
+    /// its images back for a retry; only an answer about the image itself fails it.
+    async fn ask_recognition(&self, images: Vec<BatchImage>, outcomes: &mut [Option<Outcome>]) {
+        let mut calls = vec![images];
+        while let Some(images) = calls.pop() {
+            if images.is_empty() {
+                continue;
+            }
+            let keys: Vec<usize> = images.iter().filter_map(|i| i.key.parse().ok()).collect();
+            // The images are kept until the answer comes, in case the call must be split.
+            let request = RecognizeBatchRequest {
+                images: images.clone(),
+            };
+            let mut svc = self.recognize.clone();
+            let started = std::time::Instant::now();
+            let response = match svc.ready().await {
+                Ok(ready) => ready.call(request).await,
+                Err(e) => Err(e),
+            };
+            metrics::histogram!("processor_recognition_seconds")
+                .record(started.elapsed().as_secs_f64());
+            let status = match response {
+                Ok(resp) => {
+                    for result in resp.results {
+                        let Ok(i) = result.key.parse::<usize>() else {
+                            continue;
+                        };
+                        if i >= outcomes.len() {
+                            continue;
+                        }
+                        outcomes[i] = Some(match result.outcome {
+                            Some(batch_result::Outcome::Faces(faces)) if faces.faces.is_empty() => {
+                                Outcome::NoFace
+                            }
+                            Some(batch_result::Outcome::Faces(faces)) => {
+                                Outcome::Done(faces.faces.into_iter().map(detected_face).collect())
+                            }
+                            Some(batch_result::Outcome::Error(e)) => Outcome::Failed(format!(
+                                "recognition refused the image: {}",
+                                e.message
+                            )),
+                            None => Outcome::Retry("recognition returned no result".into()),
+                        });
+                    }
+                    continue;
+                }
+                Err(status) => status,
+            };
+            let outcome = match CallFailure::of(&status) {
+                CallFailure::TooLarge if images.len() > 1 => {
+                    metrics::counter!("processor_split_calls_total").increment(1);
+                    tracing::info!(images = images.len(), reason = %status.message(), "recognition refused the call as too large; splitting it");
+                    let mut first = images;
+                    let second = first.split_off(first.len() / 2);
+                    calls.push(second);
+                    calls.push(first);
+                    continue;
+                }
+                // One image within the size limit: recognition is set up with a request
+                // limit below it. Not the image's fault: retry (and tell the operator).
+                CallFailure::TooLarge => {
+                    tracing::warn!(reason = %status.message(), "recognition refused one image as too large: FACEWIRE_RECOGNITION_MAX_MESSAGE_BYTES must exceed FACEWIRE_MAX_IMAGE_BYTES");
+                    Outcome::Retry(format!(
+                        "recognition refused the request as too large: {}",
+                        status.message()
+                    ))
+                }
+                CallFailure::Transient => {
+                    Outcome::Retry(format!("recognition unavailable: {}", status.message()))
+                }
+                CallFailure::Permanent => Outcome::Failed(format!("recognition failed: {status}")),
+            };
+            for &i in &keys {
+                if let Some(slot) = outcomes.get_mut(i) {
+                    if slot.is_none() {
+                        *slot = Some(outcome.clone());
+                    }
+                }
+            }
+        }
+    }
+
     /// Puts messages back after a backoff (they stay unacknowledged meanwhile, which
     /// holds back further deliveries: back-pressure while something is failing).
     fn requeue_later(&self, work: Vec<Work>, attempt: i32, reason: &str) {
@@ -519,6 +604,69 @@ async fn sample_queue_depth(queue: Arc<dyn WorkQueue>, shutdown: CancellationTok
     }
 }
 
+/// What a failed recognition call means for its images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The request was too large (or held too many images): split it and ask again.
+    TooLarge,
+    /// The call was cut short or could not be made (recognition draining, restarting
+    /// or overloaded, the connection closed or reset, no answer in time): retry later.
+    Transient,
+    /// Recognition refused the call for good.
+    Permanent,
+}
+
+impl CallFailure {
+    /// Classifies a failed call's status.
+    pub fn of(status: &tonic::Status) -> Self {
+        let message = status.message();
+        let too_large = match status.code() {
+            // tonic's own words for a message over a limit, on either side.
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+                message.contains("message length too large") || message.contains("too large")
+            }
+            // facewire's servers rewrite tonic's words into this (see facewire-server),
+            // and recognition refuses more images than its batch limit this way.
+            tonic::Code::InvalidArgument => {
+                (message.starts_with("request message is") && message.contains("the limit is"))
+                    || message.contains("images in one request")
+            }
+            _ => false,
+        };
+        if too_large {
+            CallFailure::TooLarge
+        } else if facewire_resilience::is_transient(status) {
+            CallFailure::Transient
+        } else {
+            CallFailure::Permanent
+        }
+    }
+}
+
+/// Splits images of `sizes` (in order) into calls of consecutive images: at most
+/// `max_images` each and at most `max_bytes` of images (with their framing) each; an image
+/// larger than `max_bytes` goes alone. Returns the indexes of each call's images.
+pub fn pack_calls(sizes: &[u64], max_images: usize, max_bytes: usize) -> Vec<Vec<usize>> {
+    let mut calls: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut bytes = 0usize;
+    for (k, &size) in sizes.iter().enumerate() {
+        let cost = (size as usize).saturating_add(facewire_config::BATCH_IMAGE_OVERHEAD_BYTES);
+        if !current.is_empty()
+            && (current.len() >= max_images.max(1) || bytes.saturating_add(cost) > max_bytes)
+        {
+            calls.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(k);
+        bytes = bytes.saturating_add(cost);
+    }
+    if !current.is_empty() {
+        calls.push(current);
+    }
+    calls
+}
+
 fn settle(result: Result<(), facewire_queue::QueueError>) {
     if let Err(e) = result {
         // The broker has already requeued an unsettled message after a lost
@@ -546,5 +694,108 @@ fn detected_face(f: facewire_proto::v1::Face) -> DetectedFace {
             .r#match
             .filter(|m| m.person_id > 0)
             .map(|m| (m.person_id, m.similarity.clamp(-1.0, 1.0))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_bounded_by_bytes_and_by_count() {
+        const MB: u64 = 1_000_000;
+        // Eight phone photos and a small one, 16 MB a call: large ones go alone or in
+        // pairs that fit, never eight at once.
+        let sizes = [
+            12 * MB,
+            3 * MB,
+            10 * MB,
+            14 * MB,
+            9_000,
+            11 * MB,
+            13 * MB,
+            20 * MB,
+            2 * MB,
+        ];
+        let calls = pack_calls(&sizes, 8, 16 * MB as usize);
+        let bytes = |call: &Vec<usize>| call.iter().map(|&k| sizes[k]).sum::<u64>();
+        for call in &calls {
+            assert!(call.len() == 1 || bytes(call) <= 16 * MB, "{calls:?}");
+        }
+        assert_eq!(calls.concat(), (0..sizes.len()).collect::<Vec<_>>());
+        assert_eq!(
+            calls,
+            vec![
+                vec![0, 1],
+                vec![2],
+                vec![3, 4],
+                vec![5],
+                vec![6],
+                vec![7],
+                vec![8]
+            ]
+        );
+        // Small images: the count bounds the call.
+        let calls = pack_calls(&[1_000; 20], 8, 16 * MB as usize);
+        assert_eq!(
+            calls.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![8, 8, 4]
+        );
+        assert!(pack_calls(&[], 8, 1).is_empty());
+    }
+
+    #[test]
+    fn failed_calls_are_classified() {
+        use tonic::Status;
+        let too_large = [
+            Status::invalid_argument(
+                "request message is 100663296 bytes; the limit is 67108864 bytes (FACEWIRE_MAX_MESSAGE_BYTES)",
+            ),
+            Status::out_of_range(
+                "Error, decoded message length too large: found 100663296 bytes, the limit is: 67108864 bytes",
+            ),
+            Status::invalid_argument("9 images in one request; at most 8 are accepted"),
+        ];
+        for status in &too_large {
+            assert_eq!(CallFailure::of(status), CallFailure::TooLarge, "{status:?}");
+        }
+        let transient = [
+            Status::cancelled("the server is shutting down"),
+            Status::unavailable("connection refused"),
+            Status::deadline_exceeded("no answer within 30s"),
+            Status::internal("h2 protocol error: connection closed"),
+            Status::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            Status::resource_exhausted("Too many active requests for the connection"),
+        ];
+        for status in &transient {
+            assert_eq!(
+                CallFailure::of(status),
+                CallFailure::Transient,
+                "{status:?}"
+            );
+        }
+        for status in [
+            Status::invalid_argument("bad"),
+            Status::internal("the model failed"),
+        ] {
+            assert_eq!(
+                CallFailure::of(&status),
+                CallFailure::Permanent,
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_of_the_largest_size_must_fit_a_call() {
+        let mut config: WorkConfig = facewire_config::declared_defaults();
+        assert!(config.check_limits().is_ok());
+        assert!(config.call_bytes() < config.recognition_max_message_bytes);
+        config.recognition_max_message_bytes = config.max_image_bytes as usize;
+        let err = config.check_limits().unwrap_err();
+        assert!(
+            err.contains("FACEWIRE_RECOGNITION_MAX_MESSAGE_BYTES"),
+            "{err}"
+        );
     }
 }

@@ -151,6 +151,14 @@ pub trait WorkQueue: Send + Sync {
 
     /// Messages in the dead-letter queue, if the backend knows.
     async fn dead_letter_depth(&self) -> Result<u64, QueueError>;
+
+    /// For a queue that cannot hold messages published before some instant, that
+    /// instant: an in-process queue holds nothing from before it was made (the messages
+    /// of an earlier process died with it). `None` (the default) for a broker that keeps
+    /// its messages across restarts of its clients.
+    fn messages_lost_before(&self) -> Option<std::time::SystemTime> {
+        None
+    }
 }
 
 /// Opens the queue named by `url`: `amqp://...` for RabbitMQ, `None` or `memory:` for an

@@ -84,6 +84,8 @@ impl Drop for Owner {
 #[derive(Debug, Clone)]
 pub struct MemoryQueue {
     owner: Arc<Owner>,
+    /// When the queue was made: it holds no message published before.
+    created: std::time::SystemTime,
 }
 
 impl Default for MemoryQueue {
@@ -97,6 +99,7 @@ impl MemoryQueue {
     pub fn new() -> Self {
         Self {
             owner: Arc::new(Owner(Arc::new(Shared::default()))),
+            created: std::time::SystemTime::now(),
         }
     }
 
@@ -140,6 +143,10 @@ impl MemoryQueue {
 
 #[async_trait]
 impl WorkQueue for MemoryQueue {
+    fn messages_lost_before(&self) -> Option<std::time::SystemTime> {
+        Some(self.created)
+    }
+
     async fn publish(&self, ids: &[i64], headers: &Headers) -> Result<(), QueueError> {
         let bodies: Vec<Vec<u8>> = ids.iter().map(|id| id.to_string().into_bytes()).collect();
         self.publish_raw(&bodies, headers)

@@ -40,8 +40,9 @@ pub struct Limits {
     /// Most paths in one batch.
     #[arg(long, env = "FACEWIRE_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
-    /// Largest image file accepted, in bytes.
-    #[arg(long, env = "FACEWIRE_MAX_IMAGE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    /// Largest image file accepted, in bytes (the same limit holds in the processor and
+    /// recognition).
+    #[arg(long, env = "FACEWIRE_MAX_IMAGE_BYTES", default_value_t = facewire_config::DEFAULT_MAX_IMAGE_BYTES)]
     pub max_image_bytes: u64,
     /// Largest request message (gRPC) or body (HTTP), in bytes.
     #[arg(long, env = "FACEWIRE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
@@ -52,7 +53,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_batch: 1000,
-            max_image_bytes: 32 * 1024 * 1024,
+            max_image_bytes: facewire_config::DEFAULT_MAX_IMAGE_BYTES,
             max_message_bytes: 4 * 1024 * 1024,
         }
     }

@@ -109,10 +109,20 @@ impl Ingest {
             // The messages carry the request's trace context (`traceparent`), so the
             // processor's work on them joins the submitter's trace.
             let headers = facewire_telemetry::trace_context::message_headers();
-            if let Err(e) = self.queue.publish(&ids, &headers).await {
-                // The rows are pending in the database; the reconciler will queue them.
-                metrics::counter!("receiver_publish_failures_total").increment(1);
-                tracing::warn!(error = %e, count = ids.len(), "publish failed; images stay pending for the reconciler");
+            match self.queue.publish(&ids, &headers).await {
+                // Confirmed by the broker: the reconciler leaves these images to the
+                // queue (re-publishing a waiting message would only grow the backlog).
+                Ok(()) => {
+                    if let Err(e) = self.store.mark_published(ids.clone()).await {
+                        // At worst one duplicate message, from the reconciler.
+                        tracing::warn!(error = %e, "could not record the confirmed publish");
+                    }
+                }
+                Err(e) => {
+                    // The rows are pending and unconfirmed; the reconciler will queue them.
+                    metrics::counter!("receiver_publish_failures_total").increment(1);
+                    tracing::warn!(error = %e, count = ids.len(), "publish failed; images stay pending for the reconciler");
+                }
             }
         }
         Ok(results)
@@ -122,6 +132,9 @@ impl Ingest {
 /// Checks every path and hashes each distinct file once, however often the batch names
 /// it (a small request naming one large file a thousand times must not cost a thousand
 /// reads of it). Returns the results in order and how many files were read.
+///
+/// Each file is hashed from the handle [`ImageRoot::open`] checked, never reopened by
+/// path: a file swapped for a FIFO after a check by path would block `open()` for ever.
 fn check_and_hash_all(
     root: &ImageRoot,
     paths: &[String],
@@ -131,10 +144,10 @@ fn check_and_hash_all(
     let results = paths
         .iter()
         .map(|raw| {
-            let checked = root.check(raw)?;
+            let (checked, file) = root.open(raw)?;
             let hash = hashes
                 .entry(checked.resolved.clone())
-                .or_insert_with(|| hash_file(&checked.resolved, raw))
+                .or_insert_with(|| hash_file(file, raw))
                 .clone()?;
             Ok(NewImage {
                 path: checked.relative,
@@ -145,12 +158,11 @@ fn check_and_hash_all(
     (results, hashes.len())
 }
 
-fn hash_file(path: &std::path::Path, raw: &str) -> Result<String, PathError> {
+fn hash_file(mut file: std::fs::File, raw: &str) -> Result<String, PathError> {
     let unreadable = |e: std::io::Error| PathError::Unreadable {
         path: raw.to_string(),
         reason: e.to_string(),
     };
-    let mut file = std::fs::File::open(path).map_err(unreadable)?;
     let mut hasher = Sha256::new();
     let mut buf = [0u8; 64 * 1024];
     loop {

@@ -64,9 +64,17 @@ pub async fn run_next(
     for chunk in ids.chunks(CHUNK as usize) {
         let moved = store.requeue_for_detection(chunk.to_vec()).await?;
         if !moved.is_empty() {
-            if let Err(e) = queue.publish(&moved, &Headers::new()).await {
-                // The rows are pending: the reconciler re-queues them.
-                tracing::warn!("detection job {}: queueing failed: {e}", job.id);
+            match queue.publish(&moved, &Headers::new()).await {
+                Ok(()) => {
+                    if let Err(e) = store.mark_published(moved).await {
+                        tracing::warn!(
+                            "detection job {}: recording the publish failed: {e}",
+                            job.id
+                        );
+                    }
+                }
+                // The rows are pending and unconfirmed: the reconciler re-queues them.
+                Err(e) => tracing::warn!("detection job {}: queueing failed: {e}", job.id),
             }
         }
         // Wait for the chunk to be processed (or to fail for good).

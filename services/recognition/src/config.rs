@@ -77,7 +77,7 @@ pub struct RecognizerArgs {
     pub workers: Option<usize>,
 
     /// Largest encoded image accepted, in bytes.
-    #[arg(long, env = "FACEWIRE_MAX_IMAGE_BYTES", default_value_t = 20 * 1024 * 1024)]
+    #[arg(long, env = "FACEWIRE_MAX_IMAGE_BYTES", default_value_t = facewire_config::DEFAULT_MAX_IMAGE_BYTES as usize)]
     pub max_image_bytes: usize,
 
     /// Most pixels (width × height, read from the header) decoded.
@@ -127,6 +127,9 @@ pub struct RecognitionConfig {
     /// The token `Enroll` and `RemovePerson` require (recognising and listing stay open).
     #[command(flatten)]
     pub auth: AuthConfig,
+    /// Grouping unknown faces into suggested people.
+    #[command(flatten)]
+    pub grouping: crate::grouping::GroupingConfig,
 
     /// Address the gRPC server listens on (port 0 picks a free port).
     #[arg(long, env = "FACEWIRE_GRPC_ADDR", default_value = "127.0.0.1:50052")]
@@ -155,7 +158,7 @@ pub struct RecognitionConfig {
     pub max_batch: usize,
 
     /// Largest gRPC request accepted, in bytes.
-    #[arg(long, env = "FACEWIRE_RECOGNITION_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "FACEWIRE_RECOGNITION_MAX_MESSAGE_BYTES", default_value_t = facewire_config::DEFAULT_RECOGNITION_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 }
 

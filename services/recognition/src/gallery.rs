@@ -78,6 +78,11 @@ impl Gallery {
         (g, skipped)
     }
 
+    /// Whether `person_id` has faces in the gallery (is a named person matching can find).
+    pub fn has_person(&self, person_id: i64) -> bool {
+        self.person_ids.contains(&person_id)
+    }
+
     /// Number of faces.
     pub fn len(&self) -> usize {
         self.row_face.len()

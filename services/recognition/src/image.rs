@@ -48,7 +48,7 @@ pub struct ImageLimits {
 impl Default for ImageLimits {
     fn default() -> Self {
         Self {
-            max_bytes: 20 * 1024 * 1024,
+            max_bytes: facewire_config::DEFAULT_MAX_IMAGE_BYTES as usize,
             // 40 MP covers every phone camera; a decoded 40 MP BGR image is 120 MB.
             max_pixels: 40_000_000,
             oversize: OversizePolicy::Refuse,

@@ -14,6 +14,7 @@ pub mod embed;
 pub mod engine;
 pub mod evaluation;
 pub mod gallery;
+pub mod grouping;
 pub mod grpc;
 pub mod image;
 pub mod people;
@@ -125,6 +126,7 @@ pub struct Recognition {
     http_listener: Option<TcpListener>,
     tls: Option<TlsAcceptor>,
     people: People,
+    grouper: grouping::Grouper,
     poll: std::time::Duration,
 }
 
@@ -169,7 +171,16 @@ impl Recognition {
                 })
                 .ok()
         });
-        let people = People::new(roster.clone(), image_root);
+        let faces = Arc::new(grouping::FaceIndex::load(roster.store(), config.grouping).await?);
+        tracing::info!(faces = faces.len(), "face index loaded");
+        let grouper = grouping::Grouper::new(
+            roster.store().clone(),
+            faces.clone(),
+            config.grouping,
+            facewire_server::job_owner("grouping"),
+        );
+        let people =
+            People::new(roster.clone(), image_root).with_face_index(faces, config.grouping);
         let grpc = GrpcServer::new()
             .max_message_bytes(config.max_message_bytes)
             .tls(tls.clone());
@@ -191,6 +202,7 @@ impl Recognition {
             http_listener,
             tls,
             people,
+            grouper,
             poll: config.gallery_poll(),
         })
     }
@@ -236,8 +248,10 @@ impl Recognition {
             http_listener,
             tls,
             people,
+            grouper,
             poll,
         } = self;
+        tokio::spawn(grouper.run(std::time::Duration::from_secs(1), shutdown.clone()));
         tokio::spawn(people.roster().clone().watch(poll, shutdown.clone()));
         tokio::spawn(people.clone().run_jobs(
             facewire_server::job_owner("recognition"),

@@ -15,7 +15,13 @@ use facewire_storage::{
     PersonRecord, StoreError,
 };
 
-use crate::{embed::EMBEDDING_DIM, roster::validate_name, ImageError, Roster, RosterError};
+use crate::{
+    detect::Detection,
+    embed::EMBEDDING_DIM,
+    grouping::{FaceIndex, GroupingConfig, Similar},
+    roster::validate_name,
+    ImageError, Roster, RosterError,
+};
 
 /// Faces read per re-match step (and progress report).
 const REMATCH_PAGE: i64 = 2000;
@@ -55,6 +61,15 @@ pub struct RematchReport {
     pub cancelled: bool,
 }
 
+/// What to search with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchQuery {
+    /// The strongest face in an encoded image.
+    Image(Vec<u8>),
+    /// A stored face.
+    Face(i64),
+}
+
 /// Who to assign faces to: an existing person, or one by name (created when new).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PersonRef {
@@ -69,6 +84,30 @@ pub enum PersonRef {
 pub struct People {
     roster: Arc<Roster>,
     image_root: Option<Arc<ImageRoot>>,
+    faces: Option<Arc<FaceIndex>>,
+    grouping: GroupingConfig,
+}
+
+/// A face found by search, with its person and image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundFace {
+    /// The face and how alike it is.
+    pub face: Similar,
+    /// Its person's name (`None`: unnamed or no person).
+    pub person_name: Option<String>,
+    /// Its image's path.
+    pub image_path: Option<String>,
+}
+
+/// Another person whose faces look like one's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeSuggestion {
+    /// Them.
+    pub person: PersonRecord,
+    /// The best similarity between a face of each.
+    pub similarity: f32,
+    /// How many of the person's faces found them among their nearest faces.
+    pub votes: u32,
 }
 
 impl People {
@@ -77,7 +116,170 @@ impl People {
         Self {
             roster,
             image_root: image_root.map(Arc::new),
+            faces: None,
+            grouping: GroupingConfig::default(),
         }
+    }
+
+    /// Adds the face index (search by face, merge suggestions) and the grouping
+    /// settings (the default list's minimum faces).
+    pub fn with_face_index(mut self, faces: Arc<FaceIndex>, grouping: GroupingConfig) -> Self {
+        self.faces = Some(faces);
+        self.grouping = grouping;
+        self
+    }
+
+    /// Faces a suggested person needs to be on the default people list.
+    pub fn min_faces(&self) -> usize {
+        self.grouping.min_faces
+    }
+
+    fn face_index(&self) -> Result<&Arc<FaceIndex>, PeopleError> {
+        self.faces
+            .as_ref()
+            .ok_or_else(|| PeopleError::Unsupported("this service keeps no face index".into()))
+    }
+
+    /// The faces most like the strongest face in `image` (with that face's box), or
+    /// like the stored face `face_id`: best first, at least `min_similarity` alike.
+    pub async fn search_faces(
+        &self,
+        query: SearchQuery,
+        limit: usize,
+        min_similarity: f32,
+    ) -> Result<(Vec<FoundFace>, Option<Detection>), PeopleError> {
+        let index = self.face_index()?.clone();
+        let (embedding, detection, exclude) = match query {
+            SearchQuery::Image(bytes) => {
+                let recognizer = self.roster.recognizer().clone();
+                let faces = tokio::task::spawn_blocking(move || recognizer.analyze(&bytes))
+                    .await
+                    .map_err(|e| ImageError::Analysis(e.to_string()))??;
+                let face = faces.into_iter().next().ok_or(ImageError::FaceCount(0))?;
+                (face.embedding.to_vec(), Some(face.detection), None)
+            }
+            SearchQuery::Face(id) => {
+                let embedding = index.embedding(id).ok_or_else(|| {
+                    PeopleError::Edit(EditError::Invalid(format!(
+                        "face {id} has no embedding to search with"
+                    )))
+                })?;
+                (embedding, None, Some(id))
+            }
+        };
+        let found: Vec<Similar> = tokio::task::spawn_blocking(move || {
+            index.search(&embedding, limit + usize::from(exclude.is_some()))
+        })
+        .await
+        .map_err(|e| ImageError::Analysis(e.to_string()))?
+        .into_iter()
+        .filter(|s| Some(s.face_id) != exclude && s.similarity >= min_similarity)
+        .take(limit)
+        .collect();
+        let store = self.roster.store();
+        let mut names = std::collections::HashMap::new();
+        for person in found.iter().filter_map(|f| f.meta.person_id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(person) {
+                slot.insert(store.person(person).await?.and_then(|p| p.name));
+            }
+        }
+        let image_ids: Vec<i64> = found.iter().filter_map(|f| f.meta.image_id).collect();
+        let paths: std::collections::HashMap<i64, String> = store
+            .get_many(image_ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.path))
+            .collect();
+        Ok((
+            found
+                .into_iter()
+                .map(|face| FoundFace {
+                    person_name: face
+                        .meta
+                        .person_id
+                        .and_then(|p| names.get(&p).cloned().flatten()),
+                    image_path: face.meta.image_id.and_then(|i| paths.get(&i).cloned()),
+                    face,
+                })
+                .collect(),
+            detection,
+        ))
+    }
+
+    /// People whose faces are close to `person_id`'s ("same person?"): each of up to 20
+    /// of their faces looks at its 10 nearest faces; every other live person found at
+    /// the grouping similarity or more gets a vote. Declined pairs are left out.
+    pub async fn merge_suggestions(
+        &self,
+        person_id: i64,
+        limit: usize,
+    ) -> Result<Vec<MergeSuggestion>, PeopleError> {
+        let index = self.face_index()?.clone();
+        let store = self.roster.store();
+        if store.person(person_id).await?.is_none() {
+            return Err(EditError::NoPerson(person_id).into());
+        }
+        let declined = store.declined_merges(person_id).await?;
+        let threshold = self.grouping.min_similarity;
+        let votes = tokio::task::spawn_blocking(move || {
+            let mut votes: std::collections::HashMap<i64, (u32, f32)> = Default::default();
+            for face in index.faces_of(person_id, 20) {
+                let Some(embedding) = index.embedding(face) else {
+                    continue;
+                };
+                let mut seen = std::collections::HashSet::new();
+                for near in index.search(&embedding, 10) {
+                    let Some(other) = near.meta.person_id else {
+                        continue;
+                    };
+                    if other == person_id || near.similarity < threshold {
+                        continue;
+                    }
+                    let entry = votes.entry(other).or_insert((0, f32::MIN));
+                    if seen.insert(other) {
+                        entry.0 += 1;
+                    }
+                    entry.1 = entry.1.max(near.similarity);
+                }
+            }
+            votes
+        })
+        .await
+        .map_err(|e| ImageError::Analysis(e.to_string()))?;
+        let mut ranked: Vec<(i64, (u32, f32))> = votes
+            .into_iter()
+            .filter(|(p, _)| !declined.contains(p))
+            .collect();
+        ranked.sort_by(|a, b| {
+            b.1 .0
+                .cmp(&a.1 .0)
+                .then(b.1 .1.total_cmp(&a.1 .1))
+                .then(a.0.cmp(&b.0))
+        });
+        let mut out = Vec::new();
+        for (other, (votes, similarity)) in ranked {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(person) = store.person(other).await? {
+                out.push(MergeSuggestion {
+                    person,
+                    similarity: similarity.clamp(-1.0, 1.0),
+                    votes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers that two people are not the same; they are never suggested again.
+    pub async fn decline_merge(&self, a: i64, b: i64) -> Result<(), PeopleError> {
+        if a == b {
+            return Err(
+                EditError::Invalid("a person cannot be declined as themselves".into()).into(),
+            );
+        }
+        Ok(self.roster.store().decline_merge(a, b).await?)
     }
 
     /// The roster underneath.
@@ -258,6 +460,12 @@ impl People {
                         let (matched, similarity) =
                             recognizer.identify_in(&gallery, &embedding, &face.rejected);
                         let matched = matched.map(|(_, id)| (id, similarity));
+                        // A face grouped into a suggested person stays there unless a
+                        // named person claims it: only named people win over grouping.
+                        let in_suggestion = face.person_id.is_some_and(|p| !gallery.has_person(p));
+                        if matched.is_none() && in_suggestion {
+                            return None;
+                        }
                         (matched.map(|m| m.0) != face.person_id).then_some(Rematch {
                             face_id: face.id,
                             matched,

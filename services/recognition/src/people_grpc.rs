@@ -13,7 +13,7 @@ use futures::Stream;
 use pb::people_service_server::PeopleService;
 use tonic::{Request, Response, Status};
 
-use crate::people::{People, PeopleError, PersonRef};
+use crate::people::{People, PeopleError, PersonRef, SearchQuery};
 
 /// Default and largest page sizes.
 const DEFAULT_PAGE: i64 = 100;
@@ -200,7 +200,17 @@ impl PeopleService for PeopleApi {
             .people
             .roster()
             .store()
-            .list_persons(filter, req.include_hidden, offset, limit)
+            .list_persons_min(
+                filter,
+                req.include_hidden,
+                if req.include_small {
+                    0
+                } else {
+                    self.people.min_faces() as i64
+                },
+                offset,
+                limit,
+            )
             .await
             .map_err(|e| facewire_server::store_status(&e))?;
         let next_page_token = if persons.len() as i64 == limit {
@@ -533,5 +543,97 @@ impl PeopleService for PeopleApi {
             },
         );
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn search_faces(
+        &self,
+        request: Request<pb::SearchFacesRequest>,
+    ) -> Result<Response<pb::SearchFacesResponse>, Status> {
+        let req = request.into_inner();
+        let query = match req.query {
+            Some(pb::search_faces_request::Query::Image(bytes)) if !bytes.is_empty() => {
+                SearchQuery::Image(bytes)
+            }
+            Some(pb::search_faces_request::Query::FaceId(id)) if id > 0 => SearchQuery::Face(id),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give an image or a face id to search with",
+                ))
+            }
+        };
+        let limit = match req.limit {
+            0 => 20,
+            n if (1..=200).contains(&n) => n as usize,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "limit is {n}; it must be between 1 and 200"
+                )))
+            }
+        };
+        let min_similarity = if req.min_similarity == 0.0 {
+            0.3
+        } else if (-1.0..=1.0).contains(&req.min_similarity) {
+            req.min_similarity
+        } else {
+            return Err(Status::invalid_argument(
+                "min_similarity must be a cosine similarity in [-1, 1]",
+            ));
+        };
+        let (found, query_face) = self
+            .people
+            .search_faces(query, limit, min_similarity)
+            .await?;
+        Ok(Response::new(pb::SearchFacesResponse {
+            matches: found
+                .into_iter()
+                .map(|f| pb::FaceMatch {
+                    face_id: f.face.face_id,
+                    similarity: f.face.similarity.clamp(-1.0, 1.0),
+                    person_id: f.face.meta.person_id.unwrap_or_default(),
+                    person_name: f.person_name.unwrap_or_default(),
+                    image_id: f.face.meta.image_id.unwrap_or_default(),
+                    image_path: f.image_path.unwrap_or_default(),
+                })
+                .collect(),
+            query_box: query_face.map(|d| bbox_to_pb(d.bbox)),
+        }))
+    }
+
+    async fn list_merge_suggestions(
+        &self,
+        request: Request<pb::ListMergeSuggestionsRequest>,
+    ) -> Result<Response<pb::ListMergeSuggestionsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 5,
+            n if (1..=100).contains(&n) => n as usize,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "limit is {n}; it must be between 1 and 100"
+                )))
+            }
+        };
+        let suggestions = self.people.merge_suggestions(req.person_id, limit).await?;
+        Ok(Response::new(pb::ListMergeSuggestionsResponse {
+            suggestions: suggestions
+                .iter()
+                .map(|s| pb::MergeSuggestion {
+                    person: Some(person_to_pb(&s.person)),
+                    similarity: s.similarity,
+                    votes: s.votes as i32,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn decline_merge_suggestion(
+        &self,
+        request: Request<pb::DeclineMergeSuggestionRequest>,
+    ) -> Result<Response<pb::DeclineMergeSuggestionResponse>, Status> {
+        let req = request.into_inner();
+        self.people
+            .decline_merge(req.person_id, req.other_person_id)
+            .await?;
+        Ok(Response::new(pb::DeclineMergeSuggestionResponse {}))
     }
 }

@@ -70,16 +70,28 @@ pub enum ChannelError {
     Client(#[from] facewire_proto::ClientError),
 }
 
-/// Whether a failed call is worth retrying / counts against the breaker.
+/// Whether a failed call is worth retrying / counts against the breaker: the server was
+/// unreachable, overloaded or slow, cancelled the call (as a draining server does with
+/// calls it will not finish), or the connection closed or was reset under the call.
 pub fn is_transient(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
+    match status.code() {
         tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::ResourceExhausted
-            | tonic::Code::Aborted
-            | tonic::Code::Unknown
-    )
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::ResourceExhausted
+        | tonic::Code::Aborted
+        | tonic::Code::Cancelled
+        | tonic::Code::Unknown => true,
+        tonic::Code::Internal => is_connection_failure(status),
+        _ => false,
+    }
+}
+
+/// Whether an INTERNAL status stands for a broken connection rather than a server's
+/// answer: tonic makes one, with the transport error as its source, from an HTTP/2 stream
+/// or connection error (`h2 protocol error: ...`, e.g. the connection closed mid-call). A
+/// server's own INTERNAL answer arrives as trailers and has no source.
+fn is_connection_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some() || status.message().starts_with("h2 protocol error")
 }
 
 /// A channel balancing over every address behind `urls` (comma-separated
@@ -441,6 +453,31 @@ mod tests {
             },
             calls,
         )
+    }
+
+    #[test]
+    fn a_call_cut_short_by_the_server_or_the_connection_is_transient() {
+        let transient = [
+            // A server draining for a restart cancels the calls it will not finish.
+            tonic::Status::cancelled("the server is shutting down"),
+            tonic::Status::unavailable("connection refused"),
+            tonic::Status::deadline_exceeded("no answer within 30s"),
+            // The connection closed or was reset under the call (tonic's own words).
+            tonic::Status::internal("h2 protocol error: error reading a body from connection"),
+            tonic::Status::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            tonic::Status::unknown("connection closed before message completed"),
+        ];
+        for status in &transient {
+            assert!(is_transient(status), "{status:?}");
+        }
+        let permanent = [
+            tonic::Status::invalid_argument("9 images in one request; at most 8"),
+            tonic::Status::internal("the model failed"),
+            tonic::Status::permission_denied("no"),
+        ];
+        for status in &permanent {
+            assert!(!is_transient(status), "{status:?}");
+        }
     }
 
     #[tokio::test]

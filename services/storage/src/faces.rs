@@ -46,7 +46,7 @@ impl Assigned {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, StoreError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, StoreError> {
         match s {
             "enrolled" => Ok(Assigned::Enrolled),
             "auto" => Ok(Assigned::Auto),
@@ -611,6 +611,22 @@ macro_rules! live_person {
 }
 pub(crate) use live_person;
 
+/// Faces without a *named* person: unassigned, or grouped automatically into a
+/// suggested (unnamed) person. What `rerun recognition --missing` covers.
+macro_rules! without_named_person {
+    () => {
+        faces::person_id
+            .is_null()
+            .or(faces::assigned.eq("auto").and(
+                faces::person_id.eq_any(
+                    people::table
+                        .filter(people::name.is_null())
+                        .select(people::id.nullable()),
+                ),
+            ))
+    };
+}
+
 impl Store {
     /// Faces of one image, one person, or unassigned, by id, at most `limit` after
     /// `after_id`.
@@ -838,7 +854,7 @@ impl Store {
 
     /// A page of faces whose person a re-match may change, with their embeddings and
     /// rejected people: `all` = every face assigned automatically or not at all;
-    /// otherwise only unassigned ones. Faces without an embedding are skipped.
+    /// otherwise only faces without a named person (unassigned, or grouped into a suggestion). Faces without an embedding are skipped.
     pub async fn rematch_candidates(
         &self,
         all: bool,
@@ -857,7 +873,7 @@ impl Store {
             q = if all {
                 q.filter(faces::assigned.is_null().or(faces::assigned.eq("auto")))
             } else {
-                q.filter(faces::person_id.is_null())
+                q.filter(without_named_person!())
             };
             let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> = q.load(conn)?;
             let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
@@ -892,7 +908,7 @@ impl Store {
             q = if all {
                 q.filter(faces::assigned.is_null().or(faces::assigned.eq("auto")))
             } else {
-                q.filter(faces::person_id.is_null())
+                q.filter(without_named_person!())
             };
             Ok(q.count().get_result(conn)?)
         })

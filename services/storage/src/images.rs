@@ -536,6 +536,8 @@ impl Store {
                 images::attempts.eq(0),
                 images::last_error.eq(None::<String>),
                 images::updated_at.eq(now_millis()),
+                // Pending again with no message yet: the caller publishes and confirms.
+                images::published_at.eq(None::<i64>),
             ))
             .returning(images::id)
             .get_results(conn)?)
@@ -651,5 +653,118 @@ impl Store {
             }
         })
         .await
+    }
+}
+
+/// Which images a reconciler sweep takes (see [`Store::take_for_requeue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Pending, and no message for them was ever confirmed by the broker (the publish
+    /// failed, or the process died before it was confirmed).
+    Unconfirmed,
+    /// Processing under a claim older than the cutoff: the processor's lease expired.
+    LeaseExpired,
+    /// Pending with a confirmed message, untouched since the cutoff: the message may
+    /// have been lost (a purged queue). The slow safety net.
+    Confirmed,
+    /// Pending or processing, whatever their messages: an in-process queue that died
+    /// with its process took every message along.
+    Any,
+}
+
+impl Store {
+    /// Takes up to `limit` images of kind `which` untouched since `cutoff_millis` for
+    /// re-queueing: each goes back to pending, unconfirmed, stamped as just touched (so
+    /// no other sweep takes it before its deadline passes again). The caller publishes
+    /// them and then calls [`Store::mark_published`]. On PostgreSQL rows are locked with
+    /// `FOR UPDATE SKIP LOCKED`, so concurrent reconcilers never take the same row.
+    pub async fn take_for_requeue(
+        &self,
+        which: Requeue,
+        cutoff_millis: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (statuses, unconfirmed): (Vec<&'static str>, Vec<bool>) = match which {
+            Requeue::Unconfirmed => (vec![ImageStatus::Pending.as_str()], vec![true]),
+            Requeue::LeaseExpired => (vec![ImageStatus::Processing.as_str()], vec![true, false]),
+            Requeue::Confirmed => (vec![ImageStatus::Pending.as_str()], vec![false]),
+            Requeue::Any => (
+                vec![
+                    ImageStatus::Pending.as_str(),
+                    ImageStatus::Processing.as_str(),
+                ],
+                vec![true, false],
+            ),
+        };
+        let store = self.clone();
+        crate::run_blocking(move || {
+            let now = now_millis();
+            let candidates = images::table
+                .filter(images::status.eq_any(statuses))
+                .filter(images::published_at.is_null().eq_any(unconfirmed))
+                .filter(images::updated_at.lt(cutoff_millis))
+                .order(images::id.asc())
+                .limit(limit)
+                .select(images::id);
+            let release = (
+                images::status.eq(ImageStatus::Pending.as_str()),
+                images::published_at.eq(None::<i64>),
+                images::updated_at.eq(now),
+            );
+            match &store.backend {
+                Backend::Pg(pool) => {
+                    let conn = &mut *pool.get()?;
+                    conn.transaction(|conn| {
+                        let ids: Vec<i64> = candidates.for_update().skip_locked().load(conn)?;
+                        diesel::update(images::table.filter(images::id.eq_any(&ids)))
+                            .set(release)
+                            .execute(conn)?;
+                        Ok::<_, diesel::result::Error>(ids)
+                    })
+                    .map_err(StoreError::from)
+                }
+                Backend::Sqlite(pool) => {
+                    let conn = &mut *pool.get()?;
+                    // SQLite has one writer at a time; an immediate transaction is the lock.
+                    conn.immediate_transaction(|conn| {
+                        let ids: Vec<i64> = candidates.load(conn)?;
+                        diesel::update(images::table.filter(images::id.eq_any(&ids)))
+                            .set(release)
+                            .execute(conn)?;
+                        Ok::<_, diesel::result::Error>(ids)
+                    })
+                    .map_err(StoreError::from)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Records that the broker confirmed a message for each of `ids` (whatever their
+    /// state: a processor may already have taken one). Leaves `updated_at` alone: this is
+    /// no change a watcher needs to see.
+    pub async fn mark_published(&self, ids: Vec<i64>) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        with_conn!(self, |conn| {
+            Ok(
+                diesel::update(images::table.filter(images::id.eq_any(&ids)))
+                    .set(images::published_at.eq(Some(now_millis())))
+                    .execute(conn)?,
+            )
+        })
+    }
+
+    /// Images pending with a confirmed message: how many messages the queue should hold
+    /// for them, to compare with its depth.
+    pub async fn count_confirmed_pending(&self) -> Result<i64, StoreError> {
+        with_conn!(self, |conn| {
+            Ok(images::table
+                .filter(images::status.eq(ImageStatus::Pending.as_str()))
+                .filter(images::published_at.is_not_null())
+                .count()
+                .get_result(conn)?)
+        })
     }
 }

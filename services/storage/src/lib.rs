@@ -41,6 +41,7 @@ macro_rules! with_conn {
 
 pub mod faces;
 pub mod gallery;
+pub mod grouping;
 pub mod images;
 pub mod jobs;
 pub mod people;
@@ -49,7 +50,7 @@ pub mod schema;
 pub mod testing;
 
 pub use faces::{Assigned, DetectedFace, EditError, FaceRecord, FaceScope, FaceSource, ImageFace};
-pub use images::{ImageFilter, ImageRecord, ImageStatus, NewImage, Outcome, PersonFound};
+pub use images::{ImageFilter, ImageRecord, ImageStatus, NewImage, Outcome, PersonFound, Requeue};
 pub use jobs::{Job, JobKind, JobScope, JobState};
 pub use people::{PersonFilter, PersonRecord, PersonUpdate};
 

@@ -157,6 +157,20 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<PersonRecord>, StoreError> {
+        self.list_persons_min(filter, include_hidden, 0, offset, limit)
+            .await
+    }
+
+    /// Like [`Store::list_persons`], leaving out suggested (unnamed) people with fewer
+    /// than `min_faces` faces: one-off strangers do not flood the list.
+    pub async fn list_persons_min(
+        &self,
+        filter: PersonFilter,
+        include_hidden: bool,
+        min_faces: i64,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<PersonRecord>, StoreError> {
         with_conn!(self, |conn| {
             let mut q = people::table
                 .filter(people::merged_into.is_null())
@@ -164,6 +178,18 @@ impl Store {
                 .into_boxed();
             if !include_hidden {
                 q = q.filter(people::hidden.eq(false));
+            }
+            if min_faces > 1 {
+                let big_enough = faces::table
+                    .filter(faces::person_id.is_not_null())
+                    .group_by(faces::person_id)
+                    .having(diesel::dsl::count_star().ge(min_faces))
+                    .select(faces::person_id);
+                q = q.filter(
+                    people::name
+                        .is_not_null()
+                        .or(people::id.nullable().eq_any(big_enough)),
+                );
             }
             q = match filter {
                 PersonFilter::All => q,
@@ -286,9 +312,25 @@ impl Store {
                             "{name:?} is already the name of person {other}: merge them instead"
                         )));
                     }
+                    let was_suggested: bool = people::table
+                        .find(id)
+                        .select(people::name.is_null())
+                        .first(conn)?;
                     diesel::update(people::table.filter(people::id.eq(id)))
                         .set(people::name.eq(name))
                         .execute(conn)?;
+                    // Naming a suggested person confirms its faces: grouping put them
+                    // together and a person named the group, so they are that person's
+                    // faces from now on (in the gallery; no re-match moves them).
+                    if was_suggested {
+                        diesel::update(
+                            faces::table
+                                .filter(faces::person_id.eq(id))
+                                .filter(faces::assigned.eq("auto")),
+                        )
+                        .set((faces::assigned.eq("manual"), faces::updated_at.eq(now)))
+                        .execute(conn)?;
+                    }
                 }
                 if let Some(hidden) = update.hidden {
                     diesel::update(people::table.filter(people::id.eq(id)))

@@ -11,6 +11,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        published_at -> Nullable<BigInt>,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The people commands: `images`, `faces`, `people`, `assign`, `unassign`, `rename`,
-//! `hide`, `merge`, `unmerge`, `rerun`, `jobs`.
+//! `hide`, `merge`, `unmerge`, `rerun`, `jobs`, `search`.
 //!
 //! Each works on the data dir's database (the PeopleService implementation called in
 //! this process, so embedded and served behave the same) or, with `--server URL`, on a
@@ -11,7 +11,10 @@ use anyhow::Context;
 use facewire_config::StorageConfig;
 use facewire_proto::v1 as pb;
 use facewire_proto::BearerAuth;
-use facewire_recognition::{load_recognizer, People, PeopleApi, RecognizerArgs, Roster};
+use facewire_recognition::{
+    grouping::{FaceIndex, GroupingConfig},
+    load_recognizer, People, PeopleApi, RecognizerArgs, Roster,
+};
 use facewire_storage::{ImageFilter, Store, StoreOptions};
 use pb::{
     image_service_client::ImageServiceClient, people_service_client::PeopleServiceClient,
@@ -83,6 +86,28 @@ pub struct PeopleArgs {
     /// Include hidden people.
     #[arg(long)]
     pub hidden: bool,
+    /// Include suggested people with fewer faces than the grouping minimum.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `facewire search IMAGE` (or `--face ID`)
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// An image file: its strongest face is searched for.
+    #[arg(required_unless_present = "face")]
+    pub image: Option<std::path::PathBuf>,
+    /// A stored face to search with, instead of an image.
+    #[arg(long, conflicts_with = "image")]
+    pub face: Option<i64>,
+    /// Most faces listed.
+    #[arg(long, default_value_t = 20)]
+    pub limit: i32,
+    /// Only faces at least this similar (cosine).
+    #[arg(long, default_value_t = 0.3)]
+    pub min_similarity: f32,
     #[command(flatten)]
     pub target: Target,
 }
@@ -220,6 +245,12 @@ macro_rules! call {
 
 impl Api {
     async fn open(target: &Target) -> anyhow::Result<Self> {
+        Self::open_with(target, false).await
+    }
+
+    /// Like [`Api::open`]; `with_index` also builds the face index when working on the
+    /// database directly (search by face needs it).
+    async fn open_with(target: &Target, with_index: bool) -> anyhow::Result<Self> {
         match &target.server {
             Some(url) => {
                 let options = target.access.options()?;
@@ -238,8 +269,13 @@ impl Api {
                     .await
                     .context("opening the database")?;
                 let recognizer = load_recognizer(target.recognizer.options()).await?;
-                let roster = Roster::open(recognizer.into(), store).await?;
-                let people = People::new(roster.into(), None);
+                let roster = Roster::open(recognizer.into(), store.clone()).await?;
+                let mut people = People::new(roster.into(), None);
+                if with_index {
+                    let grouping = GroupingConfig::default();
+                    let index = FaceIndex::load(&store, grouping).await?;
+                    people = people.with_face_index(index.into(), grouping);
+                }
                 Ok(Api::Local {
                     api: Box::new(PeopleApi::new(people.clone())),
                     people,
@@ -537,6 +573,7 @@ pub async fn people(args: PeopleArgs) -> anyhow::Result<ExitCode> {
         page_size: 1000,
         filter: filter as i32,
         include_hidden: args.hidden,
+        include_small: args.all,
         ..Default::default()
     };
     let mut persons = Vec::new();
@@ -560,6 +597,62 @@ pub async fn people(args: PeopleArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "{}\t{name}\t{} faces\t{} images",
                 p.id, p.face_count, p.image_count
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `facewire search`: the faces most like a face, with their people and images.
+pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
+    let query = match (&args.image, args.face) {
+        (Some(path), _) => pb::search_faces_request::Query::Image(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        (None, Some(id)) => pb::search_faces_request::Query::FaceId(id),
+        (None, None) => anyhow::bail!("give an image file or --face ID"),
+    };
+    let api = Api::open_with(&args.target, true).await?;
+    let found = call!(
+        &api,
+        search_faces,
+        pb::SearchFacesRequest {
+            query: Some(query),
+            limit: args.limit,
+            min_similarity: args.min_similarity,
+        }
+    )?;
+    if args.target.json {
+        print_json(&Value::Array(
+            found
+                .matches
+                .iter()
+                .map(|m| {
+                    json!({
+                        "face": m.face_id,
+                        "similarity": m.similarity,
+                        "person": if m.person_id == 0 { Value::Null } else { json!(m.person_id) },
+                        "name": optional_name(&m.person_name),
+                        "image": if m.image_id == 0 { Value::Null } else { json!(m.image_id) },
+                        "path": if m.image_path.is_empty() { Value::Null } else { json!(m.image_path) },
+                    })
+                })
+                .collect(),
+        ))?;
+    } else {
+        for m in &found.matches {
+            let name = if m.person_name.is_empty() {
+                if m.person_id == 0 {
+                    "-".to_string()
+                } else {
+                    format!("(unnamed {})", m.person_id)
+                }
+            } else {
+                m.person_name.clone()
+            };
+            println!(
+                "{:.3}\tface {}\t{name}\timage {}\t{}",
+                m.similarity, m.face_id, m.image_id, m.image_path
             );
         }
     }

@@ -58,12 +58,14 @@ async fn load_people(
         page_token: token.to_string(),
         filter: pb::PersonFilter::Named as i32,
         include_hidden: show_hidden,
+        include_small: false,
     });
     let suggested = state.upstream.list_persons(pb::ListPersonsRequest {
         page_size: SUGGESTED_SHOWN,
         page_token: String::new(),
         filter: pb::PersonFilter::Suggested as i32,
         include_hidden: show_hidden,
+        include_small: false,
     });
     let (named, suggested) = futures::join!(named, suggested);
     let named = named.map_err(|s| people_failure(state, &s, "Nobody is named yet.").message)?;

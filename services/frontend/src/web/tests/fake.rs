@@ -537,6 +537,27 @@ impl PeopleService for Fake {
     async fn watch_job(&self, _: Request<pb::WatchJobRequest>) -> Answer<Self::WatchJobStream> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn search_faces(
+        &self,
+        _: Request<pb::SearchFacesRequest>,
+    ) -> Answer<pb::SearchFacesResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_merge_suggestions(
+        &self,
+        _: Request<pb::ListMergeSuggestionsRequest>,
+    ) -> Answer<pb::ListMergeSuggestionsResponse> {
+        Ok(Response::new(pb::ListMergeSuggestionsResponse::default()))
+    }
+
+    async fn decline_merge_suggestion(
+        &self,
+        _: Request<pb::DeclineMergeSuggestionRequest>,
+    ) -> Answer<pb::DeclineMergeSuggestionResponse> {
+        Ok(Response::new(pb::DeclineMergeSuggestionResponse {}))
+    }
 }
 
 /// A frontend in front of the fakes, with `team/a.jpg` (200 x 100) in its image root.

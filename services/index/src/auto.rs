@@ -1,0 +1,306 @@
+//! Exact while small, HNSW once large: the index the services use.
+
+use std::sync::RwLock;
+
+use crate::exact::ExactStore;
+use crate::hnsw::{for_each_batch, HnswStore, BUILD_BATCH};
+use crate::{HnswConfig, IndexError, Neighbour, VectorIndex};
+
+/// When [`Auto`] switches between exact and approximate search.
+#[derive(Debug, Clone)]
+pub struct AutoConfig {
+    /// At this many faces the index becomes approximate; below half of it, exact again.
+    /// The gap keeps an index near the line from rebuilding back and forth.
+    pub threshold: usize,
+    /// The approximate index's tuning.
+    pub hnsw: HnswConfig,
+}
+
+impl Default for AutoConfig {
+    /// Brute force and an HNSW lookup cost the same at ~2 500 faces on this kind of machine;
+    /// up to 5 000 exact stays within ~2x of it (≈ 0.12 ms), gives exact answers and 100x
+    /// cheaper inserts, and migrating at 5 000 blocks writers and readers for about a second
+    /// once (README: the threshold).
+    fn default() -> Self {
+        AutoConfig {
+            threshold: 5_000,
+            hnsw: HnswConfig::default(),
+        }
+    }
+}
+
+enum Backend {
+    Exact(ExactStore),
+    Hnsw(HnswStore),
+}
+
+/// Exact search below [`AutoConfig::threshold`] faces, HNSW above, migrating in place.
+///
+/// A migration happens inside the write that crosses the line (an upsert or extend going
+/// up, a remove going down), under the write lock, so readers see either the old or the new
+/// store, never a half-built one. Going up moves at most `threshold` vectors; going down at
+/// most `threshold / 2`.
+pub struct Auto {
+    dimensions: usize,
+    config: AutoConfig,
+    backend: RwLock<Backend>,
+}
+
+impl Auto {
+    /// An empty index with the default configuration.
+    pub fn new(dimensions: usize) -> Self {
+        Self::with_config(dimensions, AutoConfig::default())
+    }
+
+    /// An empty index.
+    pub fn with_config(dimensions: usize, config: AutoConfig) -> Self {
+        Auto {
+            dimensions,
+            config,
+            backend: RwLock::new(Backend::Exact(ExactStore::new(dimensions))),
+        }
+    }
+
+    /// The stored vector of `id` (unit length; quantised when the approximate index
+    /// quantises), for searching with a face already indexed.
+    pub fn vector(&self, id: i64) -> Option<Vec<f32>> {
+        match &*crate::read(&self.backend) {
+            Backend::Exact(s) => s.vector(id),
+            Backend::Hnsw(s) => s.vector(id),
+        }
+    }
+
+    /// Whether searches are currently approximate.
+    pub fn is_approximate(&self) -> bool {
+        matches!(*crate::read(&self.backend), Backend::Hnsw(_))
+    }
+
+    /// Promotes an exact store that reached the threshold.
+    fn grow_if_due(&self, backend: &mut Backend) -> Result<(), IndexError> {
+        let Backend::Exact(exact) = backend else {
+            return Ok(());
+        };
+        if exact.len() < self.config.threshold {
+            return Ok(());
+        }
+        let mut hnsw = HnswStore::new(self.dimensions, &self.config.hnsw)?;
+        let entries: Vec<(i64, Vec<f32>)> =
+            exact.entries().map(|(id, v)| (id, v.to_vec())).collect();
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            hnsw.upsert_units(entries.by_ref().take(BUILD_BATCH).collect())?;
+        }
+        *backend = Backend::Hnsw(hnsw);
+        Ok(())
+    }
+
+    /// Demotes an approximate store that shrank below half the threshold.
+    fn shrink_if_due(&self, backend: &mut Backend) -> Result<(), IndexError> {
+        let Backend::Hnsw(hnsw) = backend else {
+            return Ok(());
+        };
+        if hnsw.len() >= self.config.threshold / 2 {
+            return Ok(());
+        }
+        let mut exact = ExactStore::new(self.dimensions);
+        for (id, vector) in hnsw.entries()? {
+            exact.upsert_unit(id, &vector);
+        }
+        *backend = Backend::Exact(exact);
+        Ok(())
+    }
+}
+
+impl VectorIndex for Auto {
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    fn len(&self) -> usize {
+        match &*crate::read(&self.backend) {
+            Backend::Exact(s) => s.len(),
+            Backend::Hnsw(s) => s.len(),
+        }
+    }
+
+    fn contains(&self, id: i64) -> bool {
+        match &*crate::read(&self.backend) {
+            Backend::Exact(s) => s.contains(id),
+            Backend::Hnsw(s) => s.contains(id),
+        }
+    }
+
+    fn upsert(&self, id: i64, vector: &[f32]) -> Result<(), IndexError> {
+        crate::check_id(id)?;
+        let unit = crate::unit(vector, self.dimensions)?;
+        let mut backend = crate::write(&self.backend);
+        match &mut *backend {
+            Backend::Exact(s) => s.upsert_unit(id, &unit),
+            Backend::Hnsw(s) => s.upsert_unit(id, &unit)?,
+        }
+        self.grow_if_due(&mut backend)
+    }
+
+    fn remove(&self, id: i64) -> Result<bool, IndexError> {
+        let mut backend = crate::write(&self.backend);
+        let removed = match &mut *backend {
+            Backend::Exact(s) => s.remove(id),
+            Backend::Hnsw(s) => s.remove(id)?,
+        };
+        self.shrink_if_due(&mut backend)?;
+        Ok(removed)
+    }
+
+    fn search(&self, query: &[f32], k: usize) -> Result<Vec<Neighbour>, IndexError> {
+        let unit = crate::unit(query, self.dimensions)?;
+        match &*crate::read(&self.backend) {
+            Backend::Exact(s) => Ok(s.search_unit(&unit, k)),
+            Backend::Hnsw(s) => s.search_unit(&unit, k),
+        }
+    }
+
+    fn within(
+        &self,
+        query: &[f32],
+        min_similarity: f32,
+        limit: usize,
+    ) -> Result<Vec<Neighbour>, IndexError> {
+        let unit = crate::unit(query, self.dimensions)?;
+        match &*crate::read(&self.backend) {
+            Backend::Exact(s) => Ok(s.within_unit(&unit, min_similarity, limit)),
+            Backend::Hnsw(s) => s.within_unit(&unit, min_similarity, limit),
+        }
+    }
+
+    /// Fills the exact store until the threshold, migrates once, then inserts the rest into
+    /// the graph in parallel batches — a million faces never sit in both stores at once.
+    fn extend<I, V>(&self, entries: I) -> Result<usize, IndexError>
+    where
+        I: IntoIterator<Item = (i64, V)>,
+        V: AsRef<[f32]>,
+    {
+        let mut backend = crate::write(&self.backend);
+        for_each_batch(entries, self.dimensions, |batch| {
+            match &mut *backend {
+                Backend::Exact(s) => {
+                    for (id, unit) in &batch {
+                        s.upsert_unit(*id, unit);
+                    }
+                }
+                Backend::Hnsw(s) => s.upsert_units(batch)?,
+            }
+            self.grow_if_due(&mut backend)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{FaceGenerator, Params};
+    use crate::Exact;
+
+    fn small_auto(threshold: usize) -> Auto {
+        Auto::with_config(
+            128,
+            AutoConfig {
+                threshold,
+                // The default search (ef = 256) on a graph this small visits nearly all of it,
+                // so answers must equal the exact ones.
+                hnsw: HnswConfig::default(),
+            },
+        )
+    }
+
+    fn ids(found: &[Neighbour]) -> Vec<i64> {
+        found.iter().map(|n| n.id).collect()
+    }
+
+    #[test]
+    fn switches_both_ways_and_keeps_answers() {
+        let generator = FaceGenerator::new(Params::sface_like(100, 5));
+        let auto = small_auto(1000);
+        let reference = Exact::new(128);
+        // 999 faces: still exact.
+        let first: Vec<(i64, Vec<f32>)> = (0..999).map(|i| (i as i64, generator.face(i))).collect();
+        auto.extend(first.iter().cloned()).unwrap();
+        reference.extend(first.iter().cloned()).unwrap();
+        assert!(!auto.is_approximate());
+
+        let check = |stage: &str| {
+            for q in 0..30 {
+                let query = generator.query(q);
+                let want = reference.search(&query, 5).unwrap();
+                let got = auto.search(&query, 5).unwrap();
+                assert_eq!(ids(&got), ids(&want), "{stage}: query {q}");
+                let want = reference.within(&query, 0.45, 50).unwrap();
+                let got = auto.within(&query, 0.45, 50).unwrap();
+                assert_eq!(ids(&got), ids(&want), "{stage}: within, query {q}");
+            }
+            assert_eq!(auto.len(), reference.len(), "{stage}");
+        };
+        check("exact");
+
+        // The thousandth face crosses the line.
+        auto.upsert(999, &generator.face(999)).unwrap();
+        reference.upsert(999, &generator.face(999)).unwrap();
+        assert!(auto.is_approximate());
+        check("just migrated");
+
+        // Shrinking to 500 stays approximate (hysteresis); to 499 goes back.
+        for id in 0..500 {
+            assert!(auto.remove(id).unwrap());
+            reference.remove(id).unwrap();
+        }
+        assert!(
+            auto.is_approximate(),
+            "500 = threshold / 2 stays approximate"
+        );
+        check("approximate after deletes");
+        assert!(auto.remove(500).unwrap());
+        reference.remove(500).unwrap();
+        assert!(!auto.is_approximate());
+        check("back to exact");
+        assert!(!auto.contains(3) && auto.contains(501));
+    }
+
+    #[test]
+    fn extend_past_the_threshold_builds_the_graph_once() {
+        let generator = FaceGenerator::new(Params::sface_like(300, 6));
+        let auto = small_auto(1000);
+        let n = 3000;
+        let read = auto
+            .extend((0..n).map(|i| (i as i64, generator.face(i))))
+            .unwrap();
+        assert_eq!((read, auto.len()), (n, n));
+        assert!(auto.is_approximate());
+        for i in (0..n).step_by(97) {
+            assert_eq!(auto.search(&generator.face(i), 1).unwrap()[0].id, i as i64);
+        }
+    }
+
+    #[test]
+    fn upsert_and_remove_in_approximate_mode() {
+        let generator = FaceGenerator::new(Params::sface_like(200, 8));
+        let auto = small_auto(500);
+        auto.extend((0..2000).map(|i| (i as i64, generator.face(i))))
+            .unwrap();
+        assert!(auto.is_approximate());
+        // Move face 7 onto a stranger's vector: the old place no longer finds it.
+        let stranger = generator.stranger(1);
+        auto.upsert(7, &stranger).unwrap();
+        assert_eq!(auto.len(), 2000);
+        assert_eq!(auto.search(&stranger, 1).unwrap()[0].id, 7);
+        assert_ne!(auto.search(&generator.face(7), 1).unwrap()[0].id, 7);
+        // Removed ids are never returned, even when asking for everything.
+        for id in (0..2000).step_by(3) {
+            assert!(auto.remove(id).unwrap());
+        }
+        assert!(!auto.remove(0).unwrap());
+        let everything = auto.search(&generator.query(0), 2000).unwrap();
+        assert!(everything.iter().all(|n| n.id % 3 != 0));
+        // A removed id can come back.
+        auto.upsert(3, &generator.face(3)).unwrap();
+        assert_eq!(auto.search(&generator.face(3), 1).unwrap()[0].id, 3);
+    }
+}

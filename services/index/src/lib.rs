@@ -1,0 +1,161 @@
+//! One small vector index for face embeddings.
+//!
+//! Naming a face against the gallery, finding a face's neighbours for grouping and searching
+//! by face all go through [`VectorIndex`]. Three implementations:
+//!
+//! - [`Exact`]: brute force over contiguous rows; exact, and the fastest while small.
+//! - [`Hnsw`]: an HNSW graph (the `usearch` crate, chosen by measurement — see the README);
+//!   sub-millisecond lookups at a million faces, incremental insert and delete.
+//! - [`Auto`]: what the services use. Exact below a threshold, HNSW above it, and back to exact
+//!   if it shrinks well below (hysteresis), migrating in place.
+//!
+//! The database stays the truth: an index is rebuilt from it at start with
+//! [`VectorIndex::extend`] and then moved one entry per change with [`VectorIndex::upsert`]
+//! and [`VectorIndex::remove`]. Every replica keeps its own copy.
+//!
+//! Vectors are unit length (cosine similarity = dot product). Every vector and query is
+//! normalised defensively on the way in, so a slightly off-norm embedding cannot skew scores.
+//! All methods take `&self`: readers share, writers are exclusive (an internal `RwLock`), so
+//! one index can be shared by many request handlers through an `Arc`.
+
+mod auto;
+mod exact;
+mod hnsw;
+mod kernel;
+pub mod synthetic;
+mod topk;
+
+pub use auto::{Auto, AutoConfig};
+pub use exact::Exact;
+pub use hnsw::{Hnsw, HnswConfig, Quantization};
+
+/// The embedding dimension of SFace, the model facewire uses.
+pub const SFACE_DIMENSIONS: usize = 128;
+
+/// One search result: a face id and its cosine similarity to the query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour {
+    /// The face id (the database's primary key).
+    pub id: i64,
+    /// Cosine similarity to the query, clamped to `[-1, 1]`; higher is more alike.
+    pub similarity: f32,
+}
+
+/// What can go wrong at the index's boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// A vector or query had the wrong number of components.
+    #[error("vector has {got} dimensions; this index holds {expected}-dimensional vectors")]
+    Dimensions {
+        /// The index's dimension.
+        expected: usize,
+        /// The length of the vector given.
+        got: usize,
+    },
+    /// A vector had a NaN or infinite component, or was all zeros (it has no direction).
+    #[error("vector must be finite and non-zero (it is normalised to unit length)")]
+    NotNormalisable,
+    /// Ids are database primary keys: non-negative.
+    #[error("id {0} is negative; ids are database primary keys (>= 0)")]
+    NegativeId(i64),
+    /// The approximate index's native library reported an error.
+    #[error("vector index backend failed: {0}")]
+    Backend(String),
+}
+
+/// The one interface behind naming, grouping and search by face.
+///
+/// Results are best first (highest similarity; ties by lower id), similarities in `[-1, 1]`.
+pub trait VectorIndex: Send + Sync {
+    /// The dimension every vector must have.
+    fn dimensions(&self) -> usize;
+
+    /// How many faces the index holds.
+    fn len(&self) -> usize;
+
+    /// Whether the index holds no face.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `id` is in the index.
+    fn contains(&self, id: i64) -> bool;
+
+    /// Inserts `id`, or replaces its vector if it is already there.
+    fn upsert(&self, id: i64, vector: &[f32]) -> Result<(), IndexError>;
+
+    /// Removes `id`; `Ok(false)` if it was not there. A removed id is never returned again.
+    fn remove(&self, id: i64) -> Result<bool, IndexError>;
+
+    /// The `k` faces most similar to `query`, best first.
+    fn search(&self, query: &[f32], k: usize) -> Result<Vec<Neighbour>, IndexError>;
+
+    /// Every face at least `min_similarity` alike to `query`, best first, at most `limit`
+    /// of them (the `limit` most similar when more qualify).
+    fn within(
+        &self,
+        query: &[f32],
+        min_similarity: f32,
+        limit: usize,
+    ) -> Result<Vec<Neighbour>, IndexError>;
+
+    /// Upserts many entries at once — the start-up rebuild from the database. Parallel where
+    /// the implementation can be. Returns how many entries were read.
+    fn extend<I, V>(&self, entries: I) -> Result<usize, IndexError>
+    where
+        Self: Sized,
+        I: IntoIterator<Item = (i64, V)>,
+        V: AsRef<[f32]>;
+}
+
+/// Checks the dimension and returns a unit-length copy of `vector`.
+pub(crate) fn unit(vector: &[f32], dimensions: usize) -> Result<Vec<f32>, IndexError> {
+    if vector.len() != dimensions {
+        return Err(IndexError::Dimensions {
+            expected: dimensions,
+            got: vector.len(),
+        });
+    }
+    let norm = kernel::dot(vector, vector).sqrt();
+    if !norm.is_finite() || norm == 0.0 {
+        return Err(IndexError::NotNormalisable);
+    }
+    Ok(vector.iter().map(|x| x / norm).collect())
+}
+
+pub(crate) fn check_id(id: i64) -> Result<(), IndexError> {
+    if id < 0 {
+        Err(IndexError::NegativeId(id))
+    } else {
+        Ok(())
+    }
+}
+
+/// Best first: higher similarity, then lower id.
+pub(crate) fn sort_best_first(neighbours: &mut [Neighbour]) {
+    neighbours.sort_unstable_by(|a, b| b.similarity.total_cmp(&a.similarity).then(a.id.cmp(&b.id)));
+}
+
+pub(crate) fn clamp_similarity(similarity: f32) -> f32 {
+    similarity.clamp(-1.0, 1.0)
+}
+
+/// Reads a lock, recovering from poisoning: every write leaves the stores consistent before
+/// anything that could panic, so a panicked writer does not make the data unusable.
+pub(crate) fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes a lock, recovering from poisoning (see [`read`]).
+pub(crate) fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The number of threads a bulk build uses by default: every core.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
