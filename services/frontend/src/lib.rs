@@ -10,8 +10,10 @@
 //! JSON endpoints, relabelling them in place.
 //!
 //! Pages: `/` (images, filtered by status and by people), `/images/{id}` (the photo with
-//! its faces), `/people` (named and suggested people), `/people/{id}` (a person's photos;
-//! rename, hide, merge, undo a merge, delete).
+//! its faces), `/faces/{id}/similar` (search by face: the faces most like one),
+//! `/people` (named and suggested people; suggested ones named in one step),
+//! `/people/{id}` (a person's photos and look-alikes; rename, hide, merge, undo a merge,
+//! "not the same person", delete).
 //!
 //! Whatever is down, every page still renders and says what is unreachable.
 

@@ -352,6 +352,59 @@ impl Upstream {
             .faces)
     }
 
+    /// The stored faces most like face `face_id`, best first (at most `limit`; the
+    /// service's default similarity cut). `FAILED_PRECONDITION` when the service keeps
+    /// no face index.
+    pub async fn search_faces(
+        &self,
+        face_id: i64,
+        limit: i32,
+    ) -> Result<Vec<pb::FaceMatch>, Status> {
+        Ok(self
+            .people
+            .clone()
+            .search_faces(pb::SearchFacesRequest {
+                query: Some(pb::search_faces_request::Query::FaceId(face_id)),
+                limit,
+                min_similarity: 0.0,
+            })
+            .await?
+            .into_inner()
+            .matches)
+    }
+
+    /// People whose faces look like `person_id`'s ("same person?"), at most `limit`.
+    pub async fn merge_suggestions(
+        &self,
+        person_id: i64,
+        limit: i32,
+    ) -> Result<Vec<pb::MergeSuggestion>, Status> {
+        Ok(self
+            .people
+            .clone()
+            .list_merge_suggestions(pb::ListMergeSuggestionsRequest { person_id, limit })
+            .await?
+            .into_inner()
+            .suggestions)
+    }
+
+    /// Records that `person_id` and `other_person_id` are not the same person, so the
+    /// pair is never suggested again.
+    pub async fn decline_merge_suggestion(
+        &self,
+        person_id: i64,
+        other_person_id: i64,
+    ) -> Result<(), Status> {
+        self.people
+            .clone()
+            .decline_merge_suggestion(pb::DeclineMergeSuggestionRequest {
+                person_id,
+                other_person_id,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Forgets a person; returns how many faces were removed.
     pub async fn remove_person(&self, name: String) -> Result<i32, Status> {
         Ok(self

@@ -170,19 +170,33 @@ async fn the_safety_net_replaces_only_the_messages_the_queue_lost() {
         consumer.next().await.unwrap().ack().await.unwrap();
     }
     drop(consumer);
-    assert_eq!(queue.depth().await.unwrap(), 3);
+    // Messages the dropped consumer had prefetched go back to the queue when the broker
+    // sees the cancel: wait for them rather than racing it.
+    assert_eq!(settled_depth(&*queue, 3).await, 3);
     let config = SweepConfig {
         reconcile_after_seconds: 0.2,
-        reconcile_safety_net_seconds: 0.5,
+        reconcile_safety_net_seconds: 3.0,
         ..SweepConfig::default()
     };
     let reconciler = Reconciler::new(store, queue.clone(), config);
     // Not yet due.
     assert_eq!(reconciler.sweep().await.unwrap(), 0);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     assert_eq!(reconciler.sweep().await.unwrap(), 2);
-    assert_eq!(queue.depth().await.unwrap(), 5);
+    assert_eq!(settled_depth(&*queue, 5).await, 5);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(reconciler.sweep().await.unwrap(), 0);
     assert_eq!(queue.depth().await.unwrap(), 5);
+}
+
+/// The queue's depth once it reads `expected`, or whatever it reads after 10 s.
+async fn settled_depth(queue: &dyn WorkQueue, expected: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let depth = queue.depth().await.unwrap();
+        if depth == expected || tokio::time::Instant::now() > deadline {
+            return depth;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

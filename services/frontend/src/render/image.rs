@@ -5,7 +5,10 @@ use facewire_proto::v1 as pb;
 use maud::{html, Markup};
 use serde::Serialize;
 
-use super::{face_crop_href, image_href, layout, notice, person_href, status_name, BodyData, Nav};
+use super::{
+    face_crop_href, image_href, layout, notice, person_href, search::similar_href, status_name,
+    BodyData, Nav,
+};
 
 /// A face box in pixels of the image: x, y, width, height.
 pub type PixelBox = [f32; 4];
@@ -259,7 +262,12 @@ pub fn image_page(page: &ImagePage) -> Markup {
                     img class="crop" src=(face_crop_href(f.id)) alt="" width="56" height="56" loading="lazy";
                     div class="face-info" {
                         (face_label(f, true))
-                        @if f.bbox.is_none() { " " span class="hint" { "(no box)" } }
+                        @if f.bbox.is_none() {
+                            " " span class="hint" { "(no box)" }
+                        } @else {
+                            // Faces carried over without a box have no embedding to search with.
+                            " " a class="face-similar" href=(similar_href(f.id)) { "find this person" }
+                        }
                         (face_form(page.id, Some(f)))
                     }
                 }
@@ -368,6 +376,10 @@ mod tests {
         assert!(!html.contains("class=\"face\" data-face-id=\"9\""));
         assert!(html.contains("<li id=\"face-9\" class=\"face-item\" data-face-id=\"9\""));
         assert!(html.contains("<a class=\"face-name\" href=\"/people/4\">bob</a>"));
+        // Faces with a box can be searched with; the one without cannot.
+        assert!(html
+            .contains("<a class=\"face-similar\" href=\"/faces/7/similar\">find this person</a>"));
+        assert!(!html.contains("/faces/9/similar"));
         assert!(html.contains("<a class=\"face-name\">unknown</a>"));
         assert!(html.contains("<option value=\"&lt;script&gt;alert(1)&lt;/script&gt;\"></option>"));
         assert!(html.contains("<img id=\"photo-img\" src=\"/images/42/thumbnail?full=1\""));

@@ -7,6 +7,7 @@
 
 pub mod image;
 pub mod people;
+pub mod search;
 
 use std::fmt::Write as _;
 

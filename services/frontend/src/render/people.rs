@@ -6,7 +6,7 @@ use maud::{html, Markup};
 
 use super::{
     encode_query_value, face_crop_href, image_href, layout, notice, page_href, person_href,
-    BodyData, Nav,
+    search::similarity_text, BodyData, Nav,
 };
 
 /// One person as the pages show them.
@@ -100,6 +100,8 @@ pub struct PeoplePage {
     pub people: Option<Result<PeopleListing, String>>,
     /// Whether hidden people are listed too.
     pub show_hidden: bool,
+    /// Whether suggested people with fewer faces than the grouping minimum are listed.
+    pub show_small: bool,
     /// A message about the last action (removed, enrolled, refused).
     pub notice: Option<(&'static str, String)>,
     /// Per-photo results of an enrolment.
@@ -108,10 +110,14 @@ pub struct PeoplePage {
     pub name: String,
 }
 
-fn people_href(show_hidden: bool, token: &str) -> String {
+/// The address of the people page with these choices.
+fn people_href(show_hidden: bool, show_small: bool, token: &str) -> String {
     let mut query = Vec::new();
     if show_hidden {
         query.push("hidden=1".to_string());
+    }
+    if show_small {
+        query.push("small=1".to_string());
     }
     if !token.is_empty() {
         query.push(format!("page={}", encode_query_value(token)));
@@ -123,7 +129,7 @@ fn people_href(show_hidden: bool, token: &str) -> String {
     }
 }
 
-fn named_table(listing: &PeopleListing, show_hidden: bool) -> Markup {
+fn named_table(listing: &PeopleListing, show_hidden: bool, show_small: bool) -> Markup {
     html! {
         @if listing.named.is_empty() {
             p class="empty" { "Nobody is named yet." }
@@ -154,25 +160,46 @@ fn named_table(listing: &PeopleListing, show_hidden: bool) -> Markup {
         }
         p class="paging" {
             @if !listing.page_token.is_empty() {
-                a href=(people_href(show_hidden, "")) { "← first" }
+                a href=(people_href(show_hidden, show_small, "")) { "← first" }
                 " "
             }
             @if !listing.next_page_token.is_empty() {
-                a id="more-people" href=(people_href(show_hidden, &listing.next_page_token)) { "more →" }
+                a id="more-people" href=(people_href(show_hidden, show_small, &listing.next_page_token)) { "more →" }
             }
         }
     }
 }
 
-fn suggested_grid(listing: &PeopleListing) -> Markup {
+/// The one-step naming form on a suggested person's card: naming them confirms every
+/// face of the group (the service does that), and the people page comes back.
+fn name_form(p: &PersonSummary) -> Markup {
+    html! {
+        form class="name-suggested" method="post" action={ "/people/" (p.id) "/rename" } {
+            input type="hidden" name="version" value=(p.version);
+            input type="hidden" name="back" value="people";
+            input name="name" required autocomplete="off" placeholder="Name"
+                aria-label={ "Name " (p.label()) };
+            button type="submit" { "Name" }
+        }
+    }
+}
+
+fn suggested_grid(listing: &PeopleListing, show_hidden: bool, show_small: bool) -> Markup {
     html! {
         h2 { "Suggested people" }
+        p class="filters" {
+            @if show_small {
+                a id="small-toggle" href=(people_href(show_hidden, false, "")) { "Leave out small suggestions" }
+            } @else {
+                a id="small-toggle" href=(people_href(show_hidden, true, "")) { "Show small suggestions too" }
+            }
+        }
         @match &listing.suggested {
             Ok(people) if people.is_empty() => {
                 p class="empty" { "No unnamed groups of faces." }
             }
             Ok(people) => {
-                p class="hint" { "Faces that look alike and nobody has named yet. Open one to name them." }
+                p class="hint" { "Faces that look alike and nobody has named yet. Name a group here, or open it to check its faces first." }
                 ul id="suggested" class="people-grid" {
                     @for p in people {
                         li data-person-id=(p.id) {
@@ -184,6 +211,7 @@ fn suggested_grid(listing: &PeopleListing) -> Markup {
                                     (plural(p.image_count, "photo", "photos"))
                                 }
                             }
+                            (name_form(p))
                         }
                     }
                 }
@@ -220,15 +248,15 @@ pub fn people_page(page: &PeoplePage) -> Markup {
         }
         p class="filters" {
             @if page.show_hidden {
-                a href="/people" { "Leave out hidden people" }
+                a href=(people_href(false, page.show_small, "")) { "Leave out hidden people" }
             } @else {
-                a href="/people?hidden=1" { "Show hidden people too" }
+                a href=(people_href(true, page.show_small, "")) { "Show hidden people too" }
             }
         }
         @match &page.people {
             Some(Ok(listing)) => {
-                (named_table(listing, page.show_hidden))
-                (suggested_grid(listing))
+                (named_table(listing, page.show_hidden, page.show_small))
+                (suggested_grid(listing, page.show_hidden, page.show_small))
             }
             Some(Err(e)) => { (notice("error", e)) }
             None => {}
@@ -284,6 +312,87 @@ pub struct PersonPage {
     pub merged: Option<i64>,
     /// The name typed in the rename form, kept when it must be corrected.
     pub name: Option<String>,
+    /// People whose faces look like this person's ("same person?"), or why they could
+    /// not be listed.
+    pub look_alikes: Result<Vec<LookAlike>, String>,
+}
+
+/// A person suggested as maybe the same as the one shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookAlike {
+    /// The other person.
+    pub person: PersonSummary,
+    /// The best similarity between a face of each.
+    pub similarity: f32,
+    /// How many of the shown person's faces found the other among their nearest.
+    pub votes: i32,
+}
+
+impl LookAlike {
+    /// The suggestion as the page shows it, when it names a person.
+    pub fn from_suggestion(s: &pb::MergeSuggestion) -> Option<Self> {
+        s.person.as_ref().map(|p| Self {
+            person: PersonSummary::from(p),
+            similarity: s.similarity,
+            votes: s.votes,
+        })
+    }
+}
+
+/// "Same person?": each suggested person with a button to merge them into the person
+/// shown and one to say they are not the same. Nothing when there is nothing to suggest.
+fn look_alikes(
+    p: &PersonSummary,
+    label: &str,
+    look_alikes: &Result<Vec<LookAlike>, String>,
+) -> Markup {
+    html! {
+        @match look_alikes {
+            Ok(list) if list.is_empty() => {}
+            Ok(list) => {
+                section id="look-alikes" {
+                    h2 { "Same person?" }
+                    p class="hint" { "These people's faces look like " (label) "'s." }
+                    ul class="people-grid" {
+                        @for other in list {
+                            @let o = &other.person;
+                            li class="person-card look-alike" data-person-id=(o.id) {
+                                a href=(person_href(o.id)) {
+                                    (feature_face(o, 96))
+                                }
+                                a class="card-name" href=(person_href(o.id)) {
+                                    @if o.name.is_empty() { "unnamed" } @else { (o.name) }
+                                }
+                                span class="card-counts" {
+                                    (plural(o.face_count, "face", "faces"))
+                                    @if o.hidden { " · hidden" }
+                                }
+                                span class="card-counts" {
+                                    "similarity " (similarity_text(other.similarity)) " · "
+                                    (plural(i64::from(other.votes), "vote", "votes"))
+                                }
+                                form method="post" action={ "/people/" (p.id) "/merge" }
+                                    data-confirm={ "Merge " (o.label()) " into " (label) "? It can be undone." } {
+                                    input type="hidden" name="from" value=(o.id);
+                                    button type="submit" class="merge-look-alike" { "Merge" }
+                                }
+                                form method="post" action={ "/people/" (p.id) "/decline" } {
+                                    input type="hidden" name="other" value=(o.id);
+                                    button type="submit" class="decline-look-alike" { "Not the same" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                section id="look-alikes" {
+                    h2 { "Same person?" }
+                    (notice("error", e))
+                }
+            }
+        }
+    }
 }
 
 fn person_page_href(id: i64, token: &str) -> String {
@@ -323,6 +432,7 @@ pub fn person_page(page: &PersonPage) -> Markup {
                 button id="undo-merge-button" type="submit" { "Undo merge" }
             }
         }
+        (look_alikes(p, &label, &page.look_alikes))
         h2 { "Photos" }
         @match &page.photos {
             Ok(photos) if photos.is_empty() => {
@@ -441,6 +551,7 @@ mod tests {
                 more_suggested: false,
             })),
             show_hidden: true,
+            show_small: false,
             notice: Some(("ok", "Enrolled \"o'neil\"".into())),
             enrolled: vec![
                 EnrollLine {
@@ -477,6 +588,44 @@ mod tests {
         assert!(page.contains("<td>a&lt;1&gt;.jpg</td>"));
         assert!(page.contains("Enrolled &quot;o'neil&quot;"));
         assert!(page.contains("<a href=\"/people\">Leave out hidden people</a>"));
+        // A suggested person is named on their card, and the people page comes back.
+        assert!(
+            page.contains(concat!(
+                "<form class=\"name-suggested\" method=\"post\" action=\"/people/9/rename\">",
+                "<input type=\"hidden\" name=\"version\" value=\"5\">",
+                "<input type=\"hidden\" name=\"back\" value=\"people\">"
+            )),
+            "{page}"
+        );
+        assert!(page.contains(
+            "<a id=\"small-toggle\" href=\"/people?hidden=1&amp;small=1\">Show small suggestions too</a>"
+        ));
+    }
+
+    #[test]
+    fn small_suggestions_are_shown_on_request_and_kept_across_links() {
+        let page = people_page(&PeoplePage {
+            people: Some(Ok(PeopleListing {
+                named: vec![person(4, "ada")],
+                page_token: String::new(),
+                next_page_token: "n".into(),
+                suggested: Ok(vec![person(9, "")]),
+                more_suggested: false,
+            })),
+            show_small: true,
+            ..Default::default()
+        })
+        .into_string();
+        assert!(
+            page.contains(
+                "<a id=\"small-toggle\" href=\"/people\">Leave out small suggestions</a>"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("<a href=\"/people?hidden=1&amp;small=1\">Show hidden people too</a>")
+        );
+        assert!(page.contains("href=\"/people?small=1&amp;page=n\""));
     }
 
     #[test]
@@ -511,6 +660,7 @@ mod tests {
             notice: None,
             merged: None,
             name: None,
+            look_alikes: Ok(Vec::new()),
         }
     }
 
@@ -532,6 +682,51 @@ mod tests {
         assert!(page.contains("href=\"/?person=3\""));
         assert!(page.contains("data-person=\"3\""));
         assert!(!page.contains("undo-merge"));
+        // Nothing to suggest: no "same person?" section at all.
+        assert!(!page.contains("look-alikes"));
+    }
+
+    #[test]
+    fn look_alikes_can_be_merged_or_declined_escaped() {
+        let mut view = person_view("ada");
+        let mut evil = person(4, "<i>bob</i>");
+        evil.feature_face_id = 10;
+        view.look_alikes = Ok(vec![
+            LookAlike {
+                person: evil,
+                similarity: 0.8349,
+                votes: 3,
+            },
+            LookAlike {
+                person: person(9, ""),
+                similarity: 1.7,
+                votes: 1,
+            },
+        ]);
+        let page = person_page(&view).into_string();
+        assert!(!page.contains("<i>"), "{page}");
+        assert!(page.contains("<h2>Same person?</h2>"), "{page}");
+        assert!(page.contains(concat!(
+            "<li class=\"person-card look-alike\" data-person-id=\"4\">",
+            "<a href=\"/people/4\"><img class=\"crop\" src=\"/faces/10/crop.jpg\" ",
+            "alt=\"Face of &lt;i&gt;bob&lt;/i&gt;\" width=\"96\" height=\"96\" loading=\"lazy\"></a>",
+            "<a class=\"card-name\" href=\"/people/4\">&lt;i&gt;bob&lt;/i&gt;</a>",
+            "<span class=\"card-counts\">2 faces</span>",
+            "<span class=\"card-counts\">similarity 0.83 · 3 votes</span>",
+            "<form method=\"post\" action=\"/people/3/merge\" ",
+            "data-confirm=\"Merge &lt;i&gt;bob&lt;/i&gt; into ada? It can be undone.\">",
+            "<input type=\"hidden\" name=\"from\" value=\"4\">",
+            "<button type=\"submit\" class=\"merge-look-alike\">Merge</button></form>",
+            "<form method=\"post\" action=\"/people/3/decline\">",
+            "<input type=\"hidden\" name=\"other\" value=\"4\">",
+            "<button type=\"submit\" class=\"decline-look-alike\">Not the same</button></form>"
+        )), "{page}");
+        // The unnamed one: a placeholder face, "unnamed", the similarity clamped.
+        assert!(page.contains("<a class=\"card-name\" href=\"/people/9\">unnamed</a>"));
+        assert!(page.contains("similarity 1.00 · 1 vote<"));
+        view.look_alikes = Err("Look-alikes could not be listed. <down>".into());
+        let page = person_page(&view).into_string();
+        assert!(page.contains("role=\"alert\">Look-alikes could not be listed. &lt;down&gt;</div>"));
     }
 
     #[test]

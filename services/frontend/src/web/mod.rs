@@ -6,6 +6,7 @@
 mod faces;
 mod images;
 mod people;
+mod search;
 
 use std::{sync::atomic::Ordering, sync::Arc};
 
@@ -55,6 +56,7 @@ pub(crate) fn routes(state: Shared, token: Option<&str>) -> Router {
         .route("/people/{person}/hide", post(people::hide))
         .route("/people/{person}/merge", post(people::merge))
         .route("/people/{person}/undo-merge", post(people::undo_merge))
+        .route("/people/{person}/decline", post(people::decline))
         .route("/people/{person}/delete", post(people::delete))
         .route("/images/{id}/faces/{face}", post(faces::form))
         .route("/api/faces/assign", post(faces::assign))
@@ -70,6 +72,7 @@ pub(crate) fn routes(state: Shared, token: Option<&str>) -> Router {
         .route("/images/{id}", get(images::image_page))
         .route("/images/{id}/thumbnail", get(images::thumbnail_file))
         .route("/faces/{face}/crop.jpg", get(people::face_crop))
+        .route("/faces/{face}/similar", get(search::similar_page))
         .route("/people", get(people::people_page))
         .route("/people/{person}", get(people::person_page))
         .route(

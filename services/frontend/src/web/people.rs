@@ -14,7 +14,9 @@ use super::{error_page, file_response, html, people_failure, see_other, Shared, 
 use crate::{
     render::{
         self,
-        people::{EnrollLine, PeopleListing, PeoplePage, PersonPage, PersonSummary, Photo},
+        people::{
+            EnrollLine, LookAlike, PeopleListing, PeoplePage, PersonPage, PersonSummary, Photo,
+        },
     },
     upstream::{describe_failure, Service},
     AppState,
@@ -28,6 +30,8 @@ const SUGGESTED_SHOWN: i32 = 60;
 const PHOTOS_PAGE_SIZE: i32 = 48;
 /// Most people offered in the merge form.
 const MERGE_CHOICES: i32 = 1000;
+/// Most "same person?" suggestions on a person's page.
+const LOOK_ALIKES: i32 = 5;
 /// Longest name accepted from a form (the service checks names further).
 pub(super) const MAX_NAME_CHARS: usize = 200;
 
@@ -51,6 +55,7 @@ pub(super) fn check_name(raw: &str) -> Result<String, String> {
 async fn load_people(
     state: &AppState,
     show_hidden: bool,
+    show_small: bool,
     token: &str,
 ) -> Result<PeopleListing, String> {
     let named = state.upstream.list_persons(pb::ListPersonsRequest {
@@ -65,7 +70,7 @@ async fn load_people(
         page_token: String::new(),
         filter: pb::PersonFilter::Suggested as i32,
         include_hidden: show_hidden,
-        include_small: false,
+        include_small: show_small,
     });
     let (named, suggested) = futures::join!(named, suggested);
     let named = named.map_err(|s| people_failure(state, &s, "Nobody is named yet.").message)?;
@@ -88,20 +93,34 @@ async fn load_people(
 #[derive(Debug, Deserialize)]
 pub(super) struct PeopleQuery {
     hidden: Option<String>,
+    small: Option<String>,
     page: Option<String>,
     done: Option<String>,
 }
 
-/// `/people`: everyone (`?hidden=1`: the hidden too), with the enrol form.
+/// Whether a query flag is set (`1` or `true`).
+fn flag(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v == "1" || v == "true")
+}
+
+/// `/people`: everyone (`?hidden=1`: the hidden too; `?small=1`: suggested people with
+/// fewer faces than the grouping minimum too), with the enrol form.
 pub(super) async fn people_page(
     State(state): State<Shared>,
     Query(q): Query<PeopleQuery>,
 ) -> Response {
-    let show_hidden = q.hidden.as_deref().is_some_and(|h| h == "1" || h == "true");
+    let show_hidden = flag(q.hidden.as_deref());
+    let show_small = flag(q.small.as_deref());
     let token = q.page.unwrap_or_default();
-    let people = load_people(&state, show_hidden, &token).await;
+    let people = load_people(&state, show_hidden, show_small, &token).await;
     let notice = match q.done.as_deref() {
         Some("deleted") => Some(("ok", "Deleted. Their photos stay, without the name.".into())),
+        Some("named") => Some((
+            "ok",
+            "Named: every face of the group is now theirs, and new photos of them will be \
+             recognised."
+                .into(),
+        )),
         _ => None,
     };
     html(
@@ -109,6 +128,7 @@ pub(super) async fn people_page(
         render::people::people_page(&PeoplePage {
             people: Some(people),
             show_hidden,
+            show_small,
             notice,
             ..Default::default()
         }),
@@ -123,12 +143,13 @@ async fn after_action(
     enrolled: Vec<EnrollLine>,
     name: String,
 ) -> Response {
-    let people = load_people(state, false, "").await;
+    let people = load_people(state, false, false, "").await;
     html(
         status,
         render::people::people_page(&PeoplePage {
             people: Some(people),
             show_hidden: false,
+            show_small: false,
             notice,
             enrolled,
             name,
@@ -330,6 +351,8 @@ struct PersonExtras {
 
 const NO_SUCH_PERSON: &str =
     "There is no such person (any more): they may have been merged or deleted.";
+const ONE_IS_GONE: &str =
+    "One of these people no longer exists: they may have been merged or deleted.";
 
 /// A person's page, answered with `status`.
 async fn person_view(
@@ -353,7 +376,8 @@ async fn person_view(
         include_hidden: true,
         ..Default::default()
     });
-    let (photos, others) = futures::join!(photos, others);
+    let look_alikes = look_alikes(state, id);
+    let (photos, others, look_alikes) = futures::join!(photos, others, look_alikes);
     let (photos, next_page_token) = match photos {
         Ok(page) => (
             Ok(page
@@ -396,8 +420,28 @@ async fn person_view(
             notice: extras.notice,
             merged: extras.merged,
             name: extras.name,
+            look_alikes,
         }),
     )
+}
+
+/// The people who may be the same as person `id`. A service that keeps no face index
+/// (or predates suggestions) has none to offer: that is no error worth showing.
+async fn look_alikes(state: &AppState, id: i64) -> Result<Vec<LookAlike>, String> {
+    match state.upstream.merge_suggestions(id, LOOK_ALIKES).await {
+        Ok(list) => Ok(list
+            .iter()
+            .filter_map(LookAlike::from_suggestion)
+            .filter(|l| l.person.id != id)
+            .collect()),
+        Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::Unimplemented) => {
+            Ok(Vec::new())
+        }
+        Err(s) => Err(format!(
+            "Look-alikes could not be listed. {}",
+            people_failure(state, &s, NO_SUCH_PERSON).message
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -420,6 +464,10 @@ pub(super) async fn person_page(
         Some("unmerged") => Some((
             "ok",
             "Merge undone: the people merged in are back, with their faces.".to_string(),
+        )),
+        Some("declined") => Some((
+            "ok",
+            "Noted: that person will not be suggested as this one again.".to_string(),
         )),
         _ => None,
     };
@@ -455,9 +503,13 @@ async fn refused(
 pub(super) struct RenameForm {
     name: String,
     version: Option<i64>,
+    /// `people` when the form is on the people page (naming a suggested person there),
+    /// which is then shown again; anything else means the person's page.
+    back: Option<String>,
 }
 
-/// `POST /people/{id}/rename` (form: `name`, `version`).
+/// `POST /people/{id}/rename` (form: `name`, `version`, optional `back`). Naming a
+/// suggested person makes every face of the group theirs (the service does that).
 pub(super) async fn rename(
     State(state): State<Shared>,
     PersonId(id): PersonId,
@@ -474,6 +526,7 @@ pub(super) async fn rename(
         ..Default::default()
     };
     match state.upstream.update_person(request).await {
+        Ok(_) if form.back.as_deref() == Some("people") => see_other("/people?done=named"),
         Ok(_) => see_other(&format!("/people/{id}?done=renamed")),
         Err(s) => {
             let failure = people_failure(&state, &s, NO_SUCH_PERSON);
@@ -555,11 +608,38 @@ pub(super) async fn merge(
     match state.upstream.merge_persons(id, vec![from]).await {
         Ok(merged) => see_other(&format!("/people/{id}?merged={}", merged.merge_id)),
         Err(s) => {
-            let failure = people_failure(
-                &state,
-                &s,
-                "One of these people no longer exists: they may have been merged or deleted.",
-            );
+            let failure = people_failure(&state, &s, ONE_IS_GONE);
+            refused(&state, id, failure.status, failure.message, None).await
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DeclineForm {
+    other: String,
+}
+
+/// `POST /people/{id}/decline` (form: `other`): "not the same person" — the pair is
+/// never suggested again.
+pub(super) async fn decline(
+    State(state): State<Shared>,
+    PersonId(id): PersonId,
+    Form(form): Form<DeclineForm>,
+) -> Response {
+    let Some(other) = form
+        .other
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|o| *o > 0 && *o != id)
+    else {
+        let message = "Choose another person who is not the same as this one.";
+        return refused(&state, id, StatusCode::BAD_REQUEST, message.into(), None).await;
+    };
+    match state.upstream.decline_merge_suggestion(id, other).await {
+        Ok(()) => see_other(&format!("/people/{id}?done=declined")),
+        Err(s) => {
+            let failure = people_failure(&state, &s, ONE_IS_GONE);
             refused(&state, id, failure.status, failure.message, None).await
         }
     }

@@ -24,6 +24,7 @@ fn assets_are_quiet_and_pages_are_not() {
         "/api/images",
         "/images",
         "/images/7",
+        "/faces/7/similar",
     ] {
         assert!(!is_asset(path), "{path}");
     }
@@ -208,6 +209,7 @@ async fn every_change_and_every_page_needs_the_token() {
         post_form("/people/3/hide", "hidden=1"),
         post_form("/people/3/merge", "from=4"),
         post_form("/people/3/undo-merge", "merge_id=1"),
+        post_form("/people/3/decline", "other=4"),
         post_form("/people/3/delete", ""),
         post_form("/images/1/faces/2", "action=unassign"),
         post_json("/api/faces/assign", r#"{"face_ids":[1],"person_id":2}"#),
@@ -228,6 +230,7 @@ async fn every_change_and_every_page_needs_the_token() {
         "/images/1",
         "/images/1/thumbnail?full=1",
         "/faces/1/crop.jpg",
+        "/faces/1/similar",
         "/api/images",
         "/events",
     ] {
@@ -290,6 +293,8 @@ async fn every_post_from_another_site_is_refused_before_anything_runs() {
         .contains("default-src 'none'"));
     for request in [
         post_form("/people/3/rename", "name=x"),
+        post_form("/people/3/merge", "from=4"),
+        post_form("/people/3/decline", "other=4"),
         post_form("/people/3/delete", ""),
         post_form("/images/1/faces/2", "action=unassign"),
         post_form("/no/such/route", ""),
@@ -697,4 +702,240 @@ async fn a_person_is_renamed_hidden_merged_unmerged_and_deleted() {
     assert!(page.contains("There is no such person"), "{page}");
     let (status, _, _) = send(router, post_form("/people/4/delete", "")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Marks `request` as posted by a page of another site.
+fn cross_site(mut request: http::Request<Body>) -> http::Request<Body> {
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8081"));
+    headers.insert(
+        header::ORIGIN,
+        HeaderValue::from_static("https://evil.example"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn a_face_is_searched_for_from_its_image_page() {
+    let site = FakeSite::start(World::example()).await;
+    let router = &site.router;
+    let (_, _, page) = get(router, "/images/42").await;
+    assert!(
+        page.contains("<a class=\"face-similar\" href=\"/faces/7/similar\">find this person</a>"),
+        "{page}"
+    );
+
+    // From the unknown face 7: the first match is person 3 (whose name is markup), its
+    // similarity a hair over 1 from the service, shown as 1.00.
+    let (status, headers, page) = get(router, "/faces/7/similar").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(page.contains(concat!(
+        "<li class=\"person-card\" data-face-id=\"8\" data-person-id=\"3\">",
+        "<img class=\"crop\" src=\"/faces/8/crop.jpg\" alt=\"Face 8\" width=\"96\" height=\"96\" loading=\"lazy\">",
+        "<a class=\"card-name\" href=\"/people/3\">&lt;script&gt;alert(1)&lt;/script&gt;</a>",
+        "<span class=\"card-counts similarity\">similarity 1.00</span>",
+        "<a class=\"card-counts\" href=\"/images/42\" title=\"team/a.jpg\">in team/a.jpg</a>"
+    )), "{page}");
+    assert!(
+        page.contains(concat!(
+            "<a class=\"card-name\" href=\"/people/4\">bob</a>",
+            "<span class=\"card-counts similarity\">similarity 0.80</span>",
+            "<a class=\"card-counts\" href=\"/images/43\" title=\"b.jpg\">in b.jpg</a>"
+        )),
+        "{page}"
+    );
+    assert!(page.contains(
+        "data-face-id=\"11\" data-person-id=\"5\"><img class=\"crop\" src=\"/faces/11/crop.jpg\" alt=\"Face 11\" width=\"96\" height=\"96\" loading=\"lazy\"><a class=\"card-name unnamed\" href=\"/people/5\">unnamed</a>"
+    ), "{page}");
+    // The face searched with is not among its own matches.
+    assert!(!page.contains("data-face-id=\"7\""), "{page}");
+
+    // From face 8: the unknown face 7 belongs to nobody.
+    let (_, _, page) = get(router, "/faces/8/similar").await;
+    assert!(page.contains(concat!(
+        "<li class=\"person-card\" data-face-id=\"7\" data-person-id=\"0\">",
+        "<img class=\"crop\" src=\"/faces/7/crop.jpg\" alt=\"Face 7\" width=\"96\" height=\"96\" loading=\"lazy\">",
+        "<span class=\"card-name nobody\">nobody</span>"
+    )), "{page}");
+    assert_eq!(site.world().searched, vec![7, 8]);
+}
+
+#[tokio::test]
+async fn a_failed_search_says_why_in_words_of_its_own() {
+    let site = FakeSite::start(World::example()).await;
+    let (status, _, page) = get(&site.router, "/faces/999/similar").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(page.contains("There is no such face (any more)."), "{page}");
+    assert!(!page.contains("faces_v3"), "{page}");
+    for bad in ["/faces/x/similar", "/faces/0/similar", "/faces/-3/similar"] {
+        let (status, _, page) = get(&site.router, bad).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
+        assert!(page.contains("is not a face id"), "{bad}: {page}");
+    }
+    assert_eq!(site.world().searched, vec![999]);
+
+    // A service without a face index: search is unavailable, and a person's page simply
+    // has no "same person?" section.
+    let site = FakeSite::start(World::example().without_index()).await;
+    let (status, _, page) = get(&site.router, "/faces/7/similar").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        page.contains("Search by face is not available: the recognition service keeps no index"),
+        "{page}"
+    );
+    assert!(!page.contains("hnsw"), "{page}");
+    assert!(!page.contains("/var/lib"), "{page}");
+    let (status, _, page) = get(&site.router, "/people/3").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(!page.contains("look-alikes"), "{page}");
+    assert!(!page.contains("hnsw"), "{page}");
+
+    // Recognition down: said so, like every page.
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, page) = get(&orphan(dir.path()).await, "/faces/7/similar").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.contains("is unreachable"), "{page}");
+}
+
+#[tokio::test]
+async fn look_alikes_are_merged_or_declined_from_the_persons_page() {
+    let site = FakeSite::start(World::example()).await;
+    let router = &site.router;
+    let (status, _, page) = get(router, "/people/3").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("<h2>Same person?</h2>"), "{page}");
+    assert!(
+        page.contains(concat!(
+            "<li class=\"person-card look-alike\" data-person-id=\"5\">",
+            "<a href=\"/people/5\"><img class=\"crop\" src=\"/faces/11/crop.jpg\" ",
+            "alt=\"Face of Unnamed person #5\" width=\"96\" height=\"96\" loading=\"lazy\"></a>",
+            "<a class=\"card-name\" href=\"/people/5\">unnamed</a>",
+            "<span class=\"card-counts\">2 faces</span>",
+            "<span class=\"card-counts\">similarity 0.83 · 3 votes</span>"
+        )),
+        "{page}"
+    );
+    assert!(page.contains("<form method=\"post\" action=\"/people/3/decline\"><input type=\"hidden\" name=\"other\" value=\"5\">"));
+    assert!(page.contains("<input type=\"hidden\" name=\"from\" value=\"4\">"));
+    // On bob's page, person 3's name is escaped.
+    let (_, _, page) = get(router, "/people/4").await;
+    assert!(
+        page.contains(
+            "<a class=\"card-name\" href=\"/people/3\">&lt;script&gt;alert(1)&lt;/script&gt;</a>"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
+
+    // Posted from another site: refused before the service hears of it.
+    for request in [
+        post_form("/people/3/decline", "other=5"),
+        post_form("/people/3/merge", "from=4"),
+    ] {
+        let uri = request.uri().to_string();
+        let (status, _, page) = send(router, cross_site(request)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
+        assert!(page.contains("posted from another site"), "{uri}: {page}");
+    }
+    assert!(site.world().declined.is_empty());
+    assert_eq!(get(router, "/people/4").await.0, StatusCode::OK);
+
+    // Not the same: the service is told which pair, and the suggestion is gone.
+    let (status, headers, _) = send(router, post_form("/people/3/decline", "other=5")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/people/3?done=declined");
+    assert_eq!(site.world().declined, vec![(3, 5)]);
+    let (_, _, page) = get(router, "/people/3?done=declined").await;
+    assert!(
+        page.contains("will not be suggested as this one again"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("look-alike\" data-person-id=\"5\""),
+        "{page}"
+    );
+    assert!(page.contains("look-alike\" data-person-id=\"4\""), "{page}");
+
+    // Ids that are no other person are refused here; gone ones by the service.
+    for (body, expect) in [
+        ("other=3", StatusCode::BAD_REQUEST),
+        ("other=x", StatusCode::BAD_REQUEST),
+        ("other=999", StatusCode::NOT_FOUND),
+    ] {
+        let (status, _, page) = send(router, post_form("/people/3/decline", body)).await;
+        assert_eq!(status, expect, "{body}: {page}");
+        assert!(page.contains("<h1 id=\"person-name\">"), "{body}: {page}");
+    }
+    assert_eq!(
+        site.world().declined,
+        vec![(3, 5)],
+        "refused ones not passed on"
+    );
+
+    // Merge: the same form the merge section posts, into the person shown.
+    let (status, headers, _) = send(router, post_form("/people/3/merge", "from=4")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = headers[header::LOCATION].to_str().unwrap();
+    assert!(location.starts_with("/people/3?merged="), "{location}");
+    let (_, _, page) = get(router, location).await;
+    assert!(page.contains("Undo merge"), "{page}");
+    assert!(
+        !page.contains("look-alikes"),
+        "nothing left to suggest: {page}"
+    );
+    assert_eq!(get(router, "/people/4").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn suggested_people_are_named_in_one_step_and_small_ones_shown_on_request() {
+    let site = FakeSite::start(World::example()).await;
+    let router = &site.router;
+    let (_, _, page) = get(router, "/people").await;
+    assert!(
+        page.contains(concat!(
+            "<form class=\"name-suggested\" method=\"post\" action=\"/people/5/rename\">",
+            "<input type=\"hidden\" name=\"version\" value=\"1\">",
+            "<input type=\"hidden\" name=\"back\" value=\"people\">"
+        )),
+        "{page}"
+    );
+    // Person 15 has one face, fewer than the grouping minimum.
+    assert!(!page.contains("/people/15\""), "{page}");
+    assert!(page.contains("href=\"/people?small=1\">Show small suggestions too</a>"));
+    let (_, _, page) = get(router, "/people?small=1").await;
+    assert!(
+        page.contains("<a class=\"person-card\" href=\"/people/15\">"),
+        "{page}"
+    );
+    assert!(page.contains("href=\"/people\">Leave out small suggestions</a>"));
+
+    let (status, headers, _) = send(
+        router,
+        post_form("/people/5/rename", "name=Dora&version=1&back=people"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/people?done=named");
+    let (_, _, page) = get(router, "/people?done=named").await;
+    assert!(
+        page.contains("Named: every face of the group is now theirs"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td class=\"name\"><a href=\"/people/5\">Dora</a></td>"),
+        "{page}"
+    );
+    assert!(!page.contains("action=\"/people/5/rename\""), "{page}");
+    // `back` names a page of this site, never an address to go to.
+    let (_, headers, _) = send(
+        router,
+        post_form(
+            "/people/15/rename",
+            "name=Eve&back=https%3A%2F%2Fevil.example",
+        ),
+    )
+    .await;
+    assert_eq!(headers[header::LOCATION], "/people/15?done=renamed");
 }

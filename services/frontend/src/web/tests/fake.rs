@@ -30,6 +30,9 @@ struct Merge {
     undone: bool,
 }
 
+/// Suggested people with fewer faces are "small": left out unless asked for.
+const GROUPING_MIN_FACES: i64 = 2;
+
 /// Images with faces, and people.
 pub(crate) struct World {
     images: Vec<pb::Image>,
@@ -37,6 +40,14 @@ pub(crate) struct World {
     crops: HashMap<i64, Vec<u8>>,
     merges: Vec<Merge>,
     next_id: i64,
+    /// Pairs of people whose faces look alike: (a, b, similarity, votes), either way.
+    look_alikes: Vec<(i64, i64, f32, i32)>,
+    /// Every `DeclineMergeSuggestion` received, as (person_id, other_person_id).
+    pub(crate) declined: Vec<(i64, i64)>,
+    /// Every face searched with.
+    pub(crate) searched: Vec<i64>,
+    /// Whether the service keeps a face index (search and suggestions need one).
+    indexed: bool,
 }
 
 fn face(id: i64, b: [f32; 4], person_id: i64, assigned: pb::FaceAssignment) -> pb::ImageFace {
@@ -83,8 +94,9 @@ fn person(id: i64, name: &str, feature_face_id: i64, hidden: bool) -> pb::Person
 
 impl World {
     /// Image 42 (`team/a.jpg`, 200 x 100) with a face of person 3 (whose name is markup)
-    /// and an unknown face 7; bob (4) in image 43; an unnamed person (5) and hidden carol
-    /// (6) in image 44.
+    /// and an unknown face 7; bob (4) in image 43; an unnamed person (5, two faces),
+    /// hidden carol (6) and a small unnamed person (15, one face) in image 44. Person 3
+    /// looks like 5 and like bob; every face is indexed.
     pub(crate) fn example() -> Self {
         use pb::FaceAssignment::{Auto, Manual, Unspecified};
         Self {
@@ -104,6 +116,8 @@ impl World {
                     vec![
                         face(11, [1.0, 1.0, 5.0, 5.0], 5, Auto),
                         face(12, [9.0, 1.0, 5.0, 5.0], 6, Manual),
+                        face(13, [17.0, 1.0, 5.0, 5.0], 5, Auto),
+                        face(14, [25.0, 1.0, 5.0, 5.0], 15, Auto),
                     ],
                 ),
             ],
@@ -112,10 +126,33 @@ impl World {
                 person(4, "bob", 10, false),
                 person(5, "", 11, false),
                 person(6, "carol", 12, true),
+                person(15, "", 14, false),
             ],
             crops: HashMap::from([(8, b"jpeg of face 8".to_vec())]),
             merges: Vec::new(),
             next_id: 100,
+            look_alikes: vec![(3, 5, 0.8349, 3), (4, 3, 0.6, 1)],
+            declined: Vec::new(),
+            searched: Vec::new(),
+            indexed: true,
+        }
+    }
+
+    /// The same world served by a service that keeps no face index.
+    pub(crate) fn without_index(mut self) -> Self {
+        self.indexed = false;
+        self
+    }
+
+    fn check_indexed(&self) -> Result<(), Status> {
+        if self.indexed {
+            Ok(())
+        } else {
+            // Worded as the real service words it, with an internal detail a page must
+            // never pass on.
+            Err(Status::failed_precondition(
+                "this service keeps no face index (hnsw shard /var/lib/x missing)",
+            ))
         }
     }
 
@@ -297,6 +334,9 @@ impl PeopleService for Fake {
                 _ => true,
             })
             .filter_map(|p| world.person(p.id))
+            .filter(|p| {
+                request.include_small || !p.name.is_empty() || p.face_count >= GROUPING_MIN_FACES
+            })
             .collect();
         persons.sort_by_key(|p| (p.name.is_empty(), p.name.clone()));
         Ok(Response::new(pb::ListPersonsResponse {
@@ -538,24 +578,109 @@ impl PeopleService for Fake {
         Err(Status::unimplemented("fake"))
     }
 
+    /// By face only: every other face, by id, less alike each time (the first a hair
+    /// over 1, as float arithmetic may give).
     async fn search_faces(
         &self,
-        _: Request<pb::SearchFacesRequest>,
+        request: Request<pb::SearchFacesRequest>,
     ) -> Answer<pb::SearchFacesResponse> {
-        Err(Status::unimplemented("fake"))
+        let request = request.into_inner();
+        let Some(pb::search_faces_request::Query::FaceId(id)) = request.query else {
+            return Err(Status::unimplemented("fake: search by face id only"));
+        };
+        let mut world = self.world();
+        world.searched.push(id);
+        world.check_indexed()?;
+        if world.record(id).is_none() {
+            return Err(Status::not_found(format!("no face {id} in table faces_v3")));
+        }
+        let mut others: Vec<pb::FaceRecord> = world
+            .images
+            .iter()
+            .flat_map(|i| &i.faces)
+            .filter(|f| f.id != id)
+            .filter_map(|f| world.record(f.id))
+            .collect();
+        others.sort_by_key(|f| f.id);
+        let matches = others
+            .iter()
+            .take(usize::try_from(request.limit).unwrap_or(0).max(1))
+            .enumerate()
+            .map(|(rank, f)| pb::FaceMatch {
+                face_id: f.id,
+                similarity: if rank == 0 {
+                    1.000_000_4
+                } else {
+                    0.9 - 0.1 * rank as f32
+                },
+                person_id: f.person_id,
+                person_name: f.person_name.clone(),
+                image_id: f.image_id,
+                image_path: f.image_path.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::SearchFacesResponse {
+            matches,
+            query_box: None,
+        }))
     }
 
     async fn list_merge_suggestions(
         &self,
-        _: Request<pb::ListMergeSuggestionsRequest>,
+        request: Request<pb::ListMergeSuggestionsRequest>,
     ) -> Answer<pb::ListMergeSuggestionsResponse> {
-        Ok(Response::new(pb::ListMergeSuggestionsResponse::default()))
+        let request = request.into_inner();
+        let world = self.world();
+        world.check_indexed()?;
+        let id = request.person_id;
+        if world.person(id).is_none() {
+            return Err(Status::not_found(format!("no person {id}")));
+        }
+        let declined = |other: i64| {
+            world
+                .declined
+                .iter()
+                .any(|&(a, b)| (a, b) == (id, other) || (a, b) == (other, id))
+        };
+        let suggestions = world
+            .look_alikes
+            .iter()
+            .filter_map(|&(a, b, similarity, votes)| match id {
+                _ if id == a => Some((b, similarity, votes)),
+                _ if id == b => Some((a, similarity, votes)),
+                _ => None,
+            })
+            .filter(|(other, ..)| !declined(*other))
+            .filter_map(|(other, similarity, votes)| {
+                world.person(other).map(|p| pb::MergeSuggestion {
+                    person: Some(p),
+                    similarity,
+                    votes,
+                })
+            })
+            .take(usize::try_from(request.limit).unwrap_or(0))
+            .collect();
+        Ok(Response::new(pb::ListMergeSuggestionsResponse {
+            suggestions,
+        }))
     }
 
     async fn decline_merge_suggestion(
         &self,
-        _: Request<pb::DeclineMergeSuggestionRequest>,
+        request: Request<pb::DeclineMergeSuggestionRequest>,
     ) -> Answer<pb::DeclineMergeSuggestionResponse> {
+        let request = request.into_inner();
+        let mut world = self.world();
+        let (a, b) = (request.person_id, request.other_person_id);
+        if a == b {
+            return Err(Status::invalid_argument(
+                "a person cannot be declined as themselves",
+            ));
+        }
+        if world.person(a).is_none() || world.person(b).is_none() {
+            return Err(Status::not_found("no such person"));
+        }
+        world.declined.push((a, b));
         Ok(Response::new(pb::DeclineMergeSuggestionResponse {}))
     }
 }
@@ -563,6 +688,7 @@ impl PeopleService for Fake {
 /// A frontend in front of the fakes, with `team/a.jpg` (200 x 100) in its image root.
 pub(crate) struct FakeSite {
     pub(crate) router: Router,
+    world: Arc<Mutex<World>>,
     _root: tempfile::TempDir,
 }
 
@@ -570,7 +696,8 @@ impl FakeSite {
     pub(crate) async fn start(world: World) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let fake = Fake(Arc::new(Mutex::new(world)));
+        let world = Arc::new(Mutex::new(world));
+        let fake = Fake(world.clone());
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(ImageServiceServer::new(fake.clone()))
@@ -586,7 +713,13 @@ impl FakeSite {
         let router = Frontend::build(&config).await.unwrap().router();
         Self {
             router,
+            world,
             _root: root,
         }
+    }
+
+    /// The fakes' world as it is now: what they were asked to do.
+    pub(crate) fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap()
     }
 }
