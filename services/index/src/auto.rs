@@ -70,6 +70,15 @@ impl Auto {
         }
     }
 
+    /// Bytes held by the vectors (and, when approximate, the graph's links): the index's
+    /// share of resident memory, without the id maps.
+    pub fn memory_bytes(&self) -> usize {
+        match &*crate::read(&self.backend) {
+            Backend::Exact(s) => s.memory_bytes(),
+            Backend::Hnsw(s) => s.memory_bytes(),
+        }
+    }
+
     /// Whether searches are currently approximate.
     pub fn is_approximate(&self) -> bool {
         matches!(*crate::read(&self.backend), Backend::Hnsw(_))

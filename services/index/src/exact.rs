@@ -42,6 +42,12 @@ impl ExactStore {
         self.slots.contains_key(&id)
     }
 
+    /// Bytes held by the rows (the vectors), by capacity.
+    pub fn memory_bytes(&self) -> usize {
+        self.rows.capacity() * std::mem::size_of::<f32>()
+            + self.ids.capacity() * std::mem::size_of::<i64>()
+    }
+
     pub fn reserve(&mut self, additional: usize) {
         self.rows.reserve(additional * self.dimensions);
         self.ids.reserve(additional);

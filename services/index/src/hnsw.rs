@@ -157,6 +157,11 @@ impl HnswStore {
         self.index.change_expansion_search(expansion);
     }
 
+    /// Bytes the native graph (vectors and links) holds, as usearch counts them.
+    pub fn memory_bytes(&self) -> usize {
+        self.index.memory_usage()
+    }
+
     pub fn contains(&self, id: i64) -> bool {
         self.ids.contains(&id)
     }

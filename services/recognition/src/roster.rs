@@ -19,7 +19,7 @@ use facewire_storage::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::{Gallery, GalleryFace, ImageError, RecognizedFace, Recognizer};
+use crate::{GalleryFace, ImageError, RecognizedFace, Recognizer};
 
 /// Errors of gallery operations as a whole (per-image problems are [`ImageError`]s in
 /// the per-image results instead).
@@ -159,9 +159,11 @@ impl Roster {
         let _guard = self.reload.lock().await;
         let (version, rows) = self.store.gallery_faces().await?;
         let recognizer = self.recognizer.clone();
-        // Building 100 000 rows takes a few milliseconds: keep it off the async threads.
+        // The index moves only the faces that differ (the first load builds it in bulk,
+        // minutes at a million faces): keep it off the async threads.
         tokio::task::spawn_blocking(move || {
-            let (gallery, skipped) = Gallery::build(
+            let gallery = recognizer.gallery();
+            let report = gallery.sync(
                 rows.into_iter().map(|r| GalleryFace {
                     face_id: r.face_id,
                     person_id: r.person_id,
@@ -170,19 +172,22 @@ impl Roster {
                 }),
                 version,
             );
-            if skipped > 0 {
+            if report.skipped > 0 {
                 tracing::warn!(
-                    skipped,
-                    "gallery faces with a wrong embedding length ignored"
+                    skipped = report.skipped,
+                    "gallery faces with an unusable embedding ignored"
                 );
             }
             tracing::info!(
                 version,
                 faces = gallery.len(),
                 people = gallery.people_count(),
-                "gallery loaded"
+                added = report.added,
+                reembedded = report.reembedded,
+                moved = report.moved,
+                removed = report.removed,
+                "gallery in step"
             );
-            recognizer.set_gallery(gallery);
         })
         .await
         .map_err(|e| RosterError::Internal(e.to_string()))

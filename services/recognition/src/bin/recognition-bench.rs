@@ -16,6 +16,10 @@ use std::{
 };
 
 use clap::Parser;
+use facewire_index::{
+    synthetic::{FaceGenerator, Params},
+    AutoConfig,
+};
 use facewire_recognition::{
     evaluation, EngineKind, Gallery, GalleryFace, Recognizer, RecognizerOptions,
     DEFAULT_MATCH_THRESHOLD, EMBEDDING_DIM,
@@ -40,9 +44,23 @@ struct Args {
     /// Longest side detection runs at (the service's `--detection-max-side`).
     #[arg(long, default_value_t = facewire_recognition::DetectorOptions::default().max_side)]
     max_side: i32,
-    /// Parts to run: accuracy, small-faces, latency, stages, scaling, memory (default: all).
+    /// Parts to run: accuracy, small-faces, latency, stages, scaling, memory (default: all);
+    /// `crops` (only when named) writes the calibration faces of the int8 trial.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Gallery sizes (faces) the scaling part measures; the first is the full-image baseline.
+    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 10_000, 100_000, 1_000_000])]
+    scaling_sizes: Vec<usize>,
+    /// The scaling part's HNSW candidates per insert (`ef_construction`; default: the index's).
+    #[arg(long)]
+    expansion_add: Option<usize>,
+    /// The scaling part's HNSW candidates per search (`ef`; default: the index's).
+    #[arg(long)]
+    expansion_search: Option<usize>,
+    /// Where `--only crops` writes the aligned faces of the group photos (binary PPM), the
+    /// calibration set of scripts/quantize-trial.py.
+    #[arg(long, default_value = "target/aligned-crops")]
+    crops_dir: PathBuf,
 }
 
 /// One engine's headline figures, for the closing side-by-side table.
@@ -52,6 +70,7 @@ struct Summary {
     p99_ms: Option<f64>,
     throughput: Option<f64>,
     latency_mode: Option<f64>,
+    latency_mode_p50_ms: Option<f64>,
     top1: Option<String>,
     false_accepts: Option<String>,
     detection_recall: Option<String>,
@@ -94,27 +113,32 @@ fn main() -> anyhow::Result<()> {
             stages(&args, &recognizer, &image)?;
         }
         if wants("scaling") {
-            scaling(&recognizer, &image, args.iterations)?;
+            scaling(&recognizer, &image, &args)?;
         }
         if wants("memory") {
             memory(&recognizer)?;
+        }
+        // Writes files rather than measuring: only when asked for by name.
+        if args.only.iter().any(|p| p == "crops") {
+            crops(&recognizer, &args)?;
         }
         summaries.push((recognizer.engine(), summary));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("\n# engines side by side (640 × 480 JPEG, one face)");
     println!(
-        "| engine | p50 | p99 | images/s ({cores} workers × 1 thread) | images/s (1 worker × {cores} threads) | top-1 | false accepts at {DEFAULT_MATCH_THRESHOLD} | detection recall (testing.xml, IoU ≥ 0.5) |"
+        "| engine | p50 (1 thread) | p99 | p50 ({cores} threads) | images/s ({cores} workers × 1 thread) | images/s (1 worker × {cores} threads) | top-1 | false accepts at {DEFAULT_MATCH_THRESHOLD} | detection recall (testing.xml, IoU ≥ 0.5) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let ms = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1} ms"));
     let rate = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
     let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "–".into());
     for (engine, s) in &summaries {
         println!(
-            "| {engine} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {engine} | {} | {} | {} | {} | {} | {} | {} | {} |",
             ms(s.p50_ms),
             ms(s.p99_ms),
+            ms(s.latency_mode_p50_ms),
             rate(s.throughput),
             rate(s.latency_mode),
             text(&s.top1),
@@ -122,8 +146,9 @@ fn main() -> anyhow::Result<()> {
             text(&s.detection_recall)
         );
         println!(
-            "engine engine={engine} p50_ms={} throughput={} top1={} false_accepts={} detection_recall={}",
+            "engine engine={engine} p50_ms={} p50_all_threads_ms={} throughput={} top1={} false_accepts={} detection_recall={}",
             s.p50_ms.map_or("nan".into(), |v| format!("{v:.2}")),
+            s.latency_mode_p50_ms.map_or("nan".into(), |v| format!("{v:.2}")),
             s.throughput.map_or("nan".into(), |v| format!("{v:.1}")),
             text(&s.top1).replace(' ', ""),
             text(&s.false_accepts).replace(' ', ""),
@@ -332,6 +357,44 @@ fn time_recognize(
     Ok(times)
 }
 
+/// Writes the aligned face of every face found in the group photos (`faces/*.jpg`) as a
+/// binary PPM: RGB, 112 × 112, the picture SFace is fed.
+fn crops(recognizer: &Recognizer, args: &Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.crops_dir)?;
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(args.data.join("faces"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    photos.sort();
+    let mut written = 0;
+    for photo in &photos {
+        let stem = photo
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        for (i, face) in recognizer
+            .recognize(&std::fs::read(photo)?)?
+            .iter()
+            .enumerate()
+        {
+            let crop = imgcodecs::imdecode(
+                &Vector::from_slice(&face.crop_jpeg),
+                imgcodecs::IMREAD_COLOR,
+            )?;
+            let path = args.crops_dir.join(format!("{stem}-{i}.ppm"));
+            let mut ppm = Vector::<u8>::new();
+            imgcodecs::imencode(".ppm", &crop, &mut ppm, &Vector::new())?;
+            std::fs::write(&path, ppm.as_slice())?;
+            written += 1;
+        }
+    }
+    println!(
+        "\n## crops: {written} aligned faces from {} photos in {}",
+        photos.len(),
+        args.crops_dir.display()
+    );
+    Ok(())
+}
+
 fn latency(
     recognizer: &Recognizer,
     options: &RecognizerOptions,
@@ -371,6 +434,16 @@ fn latency(
         }
         let callers = workers;
         let per_caller = iterations / callers;
+        if threads > 1 {
+            // The latency mode's own per-image figure: one image at a time, every core on it.
+            let times = time_recognize(&shared, image, iterations)?;
+            summary.latency_mode_p50_ms = Some(percentile(&times, 0.5));
+            println!(
+                "sequential, 1 worker × {threads} threads: p50 {:.1} ms, p99 {:.1} ms",
+                percentile(&times, 0.5),
+                percentile(&times, 0.99)
+            );
+        }
         let cpu_before = cpu_seconds();
         let start = Instant::now();
         std::thread::scope(|s| {
@@ -446,50 +519,189 @@ fn stages(args: &Args, recognizer: &Recognizer, image: &[u8]) -> anyhow::Result<
     Ok(())
 }
 
-/// `n` random unit vectors spread over 1 000 synthetic people.
-fn synthetic_gallery(n: usize) -> Gallery {
-    let mut state = 0x9E3779B97F4A7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    let faces = (0..n).map(|i| GalleryFace {
-        face_id: i as i64,
-        person_id: (i % 1000) as i64,
-        person: format!("person-{}", i % 1000),
-        embedding: (0..EMBEDDING_DIM).map(|_| next()).collect(),
-    });
-    Gallery::build(faces, 1).0
+/// The seed of every synthetic gallery, so runs compare.
+const SYNTHETIC_SEED: u64 = 42;
+
+/// People in a synthetic gallery of `n` faces: ten faces each, as in the index's measurements
+/// (1 000 000 faces = 100 000 people), but at least ten people (a 10-face gallery is ten
+/// people with one face each).
+fn synthetic_people(n: usize) -> usize {
+    (n / 10).max(n.min(10)).max(1)
 }
 
-fn scaling(recognizer: &Recognizer, image: &[u8], iterations: usize) -> anyhow::Result<()> {
-    println!("\n## gallery scaling (synthetic unit embeddings)");
+/// `n` SFace-like faces (`facewire_index::synthetic`: same person ≈ 0.62, different ≈ 0)
+/// of [`synthetic_people`]`(n)` people.
+fn synthetic_gallery(n: usize) -> Gallery {
+    let generator = FaceGenerator::new(Params::sface_like(synthetic_people(n), SYNTHETIC_SEED));
+    Gallery::build((0..n).map(|i| GalleryFace::synthetic(&generator, i)), 1).0
+}
+
+/// Dot product with eight independent sums, so the compiler vectorises it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// One row of the scaling table.
+struct ScalingRow {
+    faces: usize,
+    people: usize,
+    build: Duration,
+    approximate: bool,
+    lookup_p50_us: f64,
+    lookup_p99_us: f64,
+    recall_at_1: f64,
+    full_p50_ms: f64,
+    full_p99_ms: f64,
+    full_ratio: f64,
+    rss_mib: f64,
+    index_mib: f64,
+}
+
+/// Gallery size against lookup time, recall and the whole request. Per size: the gallery is
+/// built from synthetic faces streamed into [`Gallery::build_with`] (start-up time; making the
+/// faces and the brute-force reference are not timed), then `best_match` is timed for 1 000
+/// held-out faces of gallery people (new photos, not in the gallery), the first 200 of them
+/// checked against brute force over every face, and the bench image recognised with that
+/// gallery installed.
+fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result<()> {
+    const LOOKUPS: usize = 1_000;
+    const RECALL_QUERIES: usize = 200;
+    let mut config = AutoConfig::default();
+    if let Some(ef) = args.expansion_add {
+        config.hnsw.expansion_add = ef;
+    }
+    if let Some(ef) = args.expansion_search {
+        config.hnsw.expansion_search = ef;
+    }
     println!(
-        "| enrolled faces | lookup only (µs, median) | full image p50 (ms) | full image p99 (ms) |"
+        "\n## gallery scaling (synthetic SFace-like faces, 10 a person; exact below {} faces, HNSW f16 M = {}, ef_construction = {}, ef = {}, {} build threads; load average {})",
+        config.threshold,
+        config.hnsw.connectivity,
+        config.hnsw.expansion_add,
+        config.hnsw.expansion_search,
+        config.hnsw.threads,
+        load_average()
     );
-    println!("|---|---|---|---|");
-    let query = recognizer.analyze(image)?[0].embedding;
-    let mut base = None;
-    for n in [10usize, 10_000, 100_000] {
-        recognizer.set_gallery(synthetic_gallery(n));
-        let mut lookups: Vec<Duration> = (0..201)
-            .map(|_| {
-                let start = Instant::now();
-                std::hint::black_box(recognizer.identify(std::hint::black_box(&query)));
-                start.elapsed()
+    let mut rows = Vec::new();
+    let mut base_p50 = None;
+    for &n in &args.scaling_sizes {
+        // Free the previous gallery first, so RSS is this size's.
+        recognizer.set_gallery(Gallery::default());
+        let people = synthetic_people(n);
+        let generator = FaceGenerator::new(Params::sface_like(people, SYNTHETIC_SEED));
+        let queries: Vec<[f32; EMBEDDING_DIM]> = (0..LOOKUPS)
+            .map(|j| {
+                generator
+                    .query(j)
+                    .try_into()
+                    .expect("synthetic faces have the embedding's dimension")
             })
             .collect();
+        // Brute force's best face for the recall queries, found while the faces stream by.
+        let mut exact = vec![(-1i64, f32::NEG_INFINITY); RECALL_QUERIES];
+        let mut untimed = Duration::ZERO;
+        eprintln!("scaling: building {n} faces ...");
+        let start = Instant::now();
+        let (gallery, skipped) = Gallery::build_with(
+            (0..n).map(|i| {
+                let t = Instant::now();
+                let face = GalleryFace::synthetic(&generator, i);
+                for (best, query) in exact.iter_mut().zip(&queries) {
+                    let s = dot(&face.embedding, query);
+                    if s > best.1 {
+                        *best = (face.face_id, s);
+                    }
+                }
+                untimed += t.elapsed();
+                face
+            }),
+            1,
+            config.clone(),
+        );
+        let build = start.elapsed().saturating_sub(untimed);
+        // The generator's identity table (51 MiB at 100 000 people) is not recognition's.
+        drop(generator);
+        anyhow::ensure!(
+            skipped == 0 && gallery.len() == n,
+            "synthetic gallery incomplete"
+        );
+        let index_mib = gallery.matrix_bytes() as f64 / (1024.0 * 1024.0);
+        let approximate = gallery.is_approximate();
+        recognizer.set_gallery(gallery);
+        let gallery = recognizer.gallery();
+        eprintln!(
+            "scaling: {n} faces built in {:.1} s; timing lookups ...",
+            build.as_secs_f64()
+        );
+        for query in queries.iter().take(50) {
+            std::hint::black_box(gallery.best_match(query));
+        }
+        let mut lookups = Vec::with_capacity(LOOKUPS);
+        let mut hits = 0;
+        for (j, query) in queries.iter().enumerate() {
+            let start = Instant::now();
+            let found = std::hint::black_box(gallery.best_match(std::hint::black_box(query)));
+            lookups.push(start.elapsed());
+            if j < RECALL_QUERIES && found.map(|m| m.face_id) == Some(exact[j].0) {
+                hits += 1;
+            }
+        }
         lookups.sort();
-        let times = time_recognize(recognizer, image, iterations)?;
-        let p50 = percentile(&times, 0.5);
-        let base_p50 = *base.get_or_insert(p50);
+        drop(gallery);
+        let times = time_recognize(recognizer, image, args.iterations)?;
+        let full_p50_ms = percentile(&times, 0.5);
+        let row = ScalingRow {
+            faces: n,
+            people,
+            build,
+            approximate,
+            lookup_p50_us: percentile(&lookups, 0.5) * 1000.0,
+            lookup_p99_us: percentile(&lookups, 0.99) * 1000.0,
+            recall_at_1: hits as f64 / RECALL_QUERIES as f64,
+            full_p50_ms,
+            full_p99_ms: percentile(&times, 0.99),
+            full_ratio: full_p50_ms / *base_p50.get_or_insert(full_p50_ms),
+            rss_mib: rss_kib().unwrap_or(0) as f64 / 1024.0,
+            index_mib,
+        };
+        eprintln!(
+            "scaling: {n} faces: lookup p50 {:.1} µs, recall@1 {:.3}, full image p50 {:.2} ms, RSS {:.0} MiB",
+            row.lookup_p50_us, row.recall_at_1, row.full_p50_ms, row.rss_mib
+        );
+        rows.push(row);
+    }
+    recognizer.set_gallery(Gallery::default());
+    println!(
+        "| faces | people | index | start-up (build) s | lookup p50 µs | lookup p99 µs | recall@1 vs exact | full image p50 ms | × first size | full image p99 ms | RSS MiB | index MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
         println!(
-            "| {n} | {:.1} | {p50:.2} ({:.2}× the 10-face time) | {:.2} |",
-            lookups[100].as_secs_f64() * 1e6,
-            p50 / base_p50,
-            percentile(&times, 0.99)
+            "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.3} | {:.2} | {:.3} | {:.2} | {:.0} | {:.1} |",
+            r.faces,
+            r.people,
+            if r.approximate { "HNSW" } else { "exact" },
+            r.build.as_secs_f64(),
+            r.lookup_p50_us,
+            r.lookup_p99_us,
+            r.recall_at_1,
+            r.full_p50_ms,
+            r.full_ratio,
+            r.full_p99_ms,
+            r.rss_mib,
+            r.index_mib
+        );
+    }
+    for r in &rows {
+        println!(
+            "scaling faces={} lookup_p50_us={:.1} recall_at_1={:.3} full_image_ratio={:.3} rss_mib={:.0}",
+            r.faces, r.lookup_p50_us, r.recall_at_1, r.full_ratio, r.rss_mib
         );
     }
     Ok(())
@@ -537,10 +749,11 @@ fn memory(recognizer: &Recognizer) -> anyhow::Result<()> {
     recognizer.set_gallery(gallery);
     let after = rss_kib().unwrap_or(0);
     println!(
-        "RSS with models loaded (1 worker), empty gallery: {:.0} MiB; with 100 000 faces: {:.0} MiB (matrix {:.1} MiB)",
+        "RSS with models loaded (1 worker), empty gallery: {:.0} MiB; with 100 000 faces: {:.0} MiB (index {:.1} MiB; the scaling part's rss_mib has larger galleries)",
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         bytes as f64 / (1024.0 * 1024.0)
     );
+    recognizer.set_gallery(Gallery::default());
     Ok(())
 }
