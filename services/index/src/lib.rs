@@ -28,6 +28,8 @@ mod topk;
 pub use auto::{Auto, AutoConfig};
 pub use exact::Exact;
 pub use hnsw::{Hnsw, HnswConfig, Quantization};
+/// The dot product the exact store searches with, for callers checking results by brute force.
+pub use kernel::dot;
 
 /// The embedding dimension of SFace, the model facewire uses.
 pub const SFACE_DIMENSIONS: usize = 128;

@@ -536,17 +536,6 @@ fn synthetic_gallery(n: usize) -> Gallery {
     Gallery::build((0..n).map(|i| GalleryFace::synthetic(&generator, i)), 1).0
 }
 
-/// Dot product with eight independent sums, so the compiler vectorises it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum()
-}
-
 /// One row of the scaling table.
 struct ScalingRow {
     faces: usize,
@@ -613,7 +602,7 @@ fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result
                 let t = Instant::now();
                 let face = GalleryFace::synthetic(&generator, i);
                 for (best, query) in exact.iter_mut().zip(&queries) {
-                    let s = dot(&face.embedding, query);
+                    let s = facewire_index::dot(&face.embedding, query);
                     if s > best.1 {
                         *best = (face.face_id, s);
                     }
