@@ -215,7 +215,7 @@ mod tests {
             AutoConfig {
                 threshold,
                 // The default search (ef = 256) on a graph this small visits nearly all of it,
-                // so answers must equal the exact ones.
+                // so answers agree with the exact ones on nearly every id.
                 hnsw: HnswConfig::default(),
             },
         )
@@ -236,16 +236,40 @@ mod tests {
         reference.extend(first.iter().cloned()).unwrap();
         assert!(!auto.is_approximate());
 
+        // Exact answers while exact. Once approximate, the graph may miss a neighbour and f16
+        // may move a similarity across the 0.45 line, so the answers must agree with exact
+        // search on nearly every id (a CI run once saw one id of the several hundred differ).
         let check = |stage: &str| {
+            let (mut agreed, mut wanted, mut found) = (0usize, 0usize, 0usize);
             for q in 0..30 {
                 let query = generator.query(q);
-                let want = reference.search(&query, 5).unwrap();
-                let got = auto.search(&query, 5).unwrap();
-                assert_eq!(ids(&got), ids(&want), "{stage}: query {q}");
-                let want = reference.within(&query, 0.45, 50).unwrap();
-                let got = auto.within(&query, 0.45, 50).unwrap();
-                assert_eq!(ids(&got), ids(&want), "{stage}: within, query {q}");
+                for (want, got) in [
+                    (
+                        reference.search(&query, 5).unwrap(),
+                        auto.search(&query, 5).unwrap(),
+                    ),
+                    (
+                        reference.within(&query, 0.45, 50).unwrap(),
+                        auto.within(&query, 0.45, 50).unwrap(),
+                    ),
+                ] {
+                    let (want, got) = (ids(&want), ids(&got));
+                    if !auto.is_approximate() {
+                        assert_eq!(got, want, "{stage}: query {q}");
+                    }
+                    agreed += got.iter().filter(|id| want.contains(id)).count();
+                    wanted += want.len();
+                    found += got.len();
+                }
             }
+            let (recall, precision) = (
+                agreed as f64 / wanted as f64,
+                agreed as f64 / found.max(1) as f64,
+            );
+            assert!(
+                recall >= 0.97 && precision >= 0.97,
+                "{stage}: recall {recall:.3}, precision {precision:.3} of {wanted} ids"
+            );
             assert_eq!(auto.len(), reference.len(), "{stage}");
         };
         check("exact");

@@ -19,7 +19,9 @@ use facewire_config::{
 use facewire_frontend::{Frontend, FrontendConfig};
 use facewire_processor::{Processor, WorkConfig};
 use facewire_receiver::{Limits, Receiver, ReceiverConfig};
-use facewire_recognition::{config::EngineArgs, Recognition, RecognitionConfig, RecognizerArgs};
+use facewire_recognition::{
+    config::EngineArgs, grouping::GroupingConfig, Recognition, RecognitionConfig, RecognizerArgs,
+};
 use facewire_reconciler::{Reconciler, SweepConfig};
 use facewire_server::CancellationToken;
 
@@ -53,6 +55,8 @@ pub struct UpArgs {
     image_root: PathBuf,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    grouping: GroupingConfig,
     /// Cosine similarity at or above which a face is identified as an enrolled person.
     #[arg(long, env = "FACEWIRE_MATCH_THRESHOLD", default_value_t = facewire_recognition::DEFAULT_MATCH_THRESHOLD)]
     match_threshold: f32,
@@ -89,6 +93,7 @@ impl UpArgs {
             http_addr: None,
             known_people: self.known_people.clone(),
             image_root: Some(self.image_root.clone()),
+            grouping: self.grouping,
             ..facewire_config::declared_defaults()
         }
     }
