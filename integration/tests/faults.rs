@@ -7,6 +7,7 @@ use facewire_integration::{workspace_root, Backends, Service};
 use facewire_proto::v1::{submit_result::Outcome, Image, ImageStatus};
 use facewire_queue::rabbitmq::{RabbitOptions, RabbitQueue};
 use facewire_queue::{Headers, WorkQueue};
+use facewire_storage::{ImageStatus as StoredStatus, Store, StoreOptions};
 
 /// Restarting RabbitMQ disturbs every test using it: the restart test holds this for
 /// writing, the others for reading, so it runs alone within this binary (cargo runs test
@@ -229,6 +230,15 @@ async fn recognition_down_then_back_images_wait_then_finish() {
     all_done_as_salley(&images);
 }
 
+/// Images in `processing` among `counts` (from `Store::count_by_status`).
+fn processing(counts: &[(StoredStatus, i64)]) -> i64 {
+    counts
+        .iter()
+        .filter(|(status, _)| *status == StoredStatus::Processing)
+        .map(|(_, n)| n)
+        .sum()
+}
+
 #[tokio::test]
 async fn a_processor_killed_mid_batch_loses_nothing() {
     let _broker = BROKER.read().await;
@@ -237,9 +247,32 @@ async fn a_processor_killed_mid_batch_loses_nothing() {
     let env = s.with("FACEWIRE_RECOGNITION_URL", recognition.grpc_url());
     let receiver = Service::spawn(&["receiver"], &env).await;
     let mut first = Service::spawn(&["processor"], &env).await;
+    let store = Store::open(&s.backends.database_url(), StoreOptions::default())
+        .await
+        .unwrap();
     let ids = submit(&receiver, (0..24).map(|i| format!("good{i}.jpg")).collect()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill the moment a batch is claimed, so that the kill really lands mid-batch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = store.count_by_status().await.unwrap();
+        if processing(&counts) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no image was ever processing: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     first.kill().await; // kill -9: unacked messages go back to the queue
+
+    // Nothing moves a row out of `processing` but a processor, and the only one is dead:
+    // what was being worked on at the kill is still there to see.
+    let at_kill = store.count_by_status().await.unwrap();
+    assert!(
+        processing(&at_kill) > 0,
+        "the kill did not land mid-batch: {at_kill:?}"
+    );
     let _second = Service::spawn(&["processor"], &env).await;
     // Rows claimed by the dead processor are redelivered by RabbitMQ; the reconciler
     // covers anything else.

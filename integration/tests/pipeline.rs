@@ -86,7 +86,10 @@ async fn up_recognises_enrolled_people_in_photos_it_has_never_seen() {
     let mut client = up.client().await;
     let mut stream = client
         .raw()
-        .watch_images(WatchImagesRequest { ids: ids.clone() })
+        .watch_images(WatchImagesRequest {
+            ids: ids.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

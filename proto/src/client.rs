@@ -2,10 +2,8 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use tonic::{
@@ -25,6 +23,11 @@ use crate::{
 
 /// Extra attempts for a call that never left this client (see [`never_sent`]).
 const MAX_TRANSPARENT_RETRIES: usize = 2;
+
+/// After falling back to the legacy RPC, try the batch RPC again after this long...
+pub const DEFAULT_REPROBE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// ... or after this many submissions over the legacy RPC, whichever comes first.
+pub const DEFAULT_REPROBE_CALLS: u32 = 1000;
 
 /// Calls `$self.inner.$method($message)`, sending it again (at most
 /// [`MAX_TRANSPARENT_RETRIES`] times) while the failure proves the request was never
@@ -239,16 +242,27 @@ impl tonic::service::Interceptor for BearerAuth {
     }
 }
 
+/// Since when, and for how many submissions, a client has used the legacy RPC.
+#[derive(Debug, Clone, Copy)]
+struct Fallback {
+    since: tokio::time::Instant,
+    legacy_calls: u32,
+}
+
 /// A typed facewire `ImageService` client.
 ///
 /// [`FacewireClient::submit_images`] uses the batch RPC and, when the server answers
 /// `UNIMPLEMENTED` (a server older than the batch API), falls back to the legacy
-/// `SubmitImage` RPC one path at a time. It remembers that for the connection: clones of
-/// the client share the channel and the memory.
+/// `SubmitImage` RPC one path at a time. It remembers that for a while (clones of the
+/// client share the channel and the memory), then tries the batch RPC again: the
+/// servers behind the connection may have been upgraded since (see
+/// [`FacewireClient::with_reprobe`]).
 #[derive(Clone, Debug)]
 pub struct FacewireClient {
     inner: ImageServiceClient<Channel>,
-    legacy_only: Arc<AtomicBool>,
+    fallback: Arc<Mutex<Option<Fallback>>>,
+    reprobe_after: Duration,
+    reprobe_calls: u32,
     auth: BearerAuth,
 }
 
@@ -281,8 +295,43 @@ impl FacewireClient {
     pub fn new(channel: Channel) -> Self {
         Self {
             inner: ImageServiceClient::new(channel),
-            legacy_only: Arc::new(AtomicBool::new(false)),
+            fallback: Arc::new(Mutex::new(None)),
+            reprobe_after: DEFAULT_REPROBE_AFTER,
+            reprobe_calls: DEFAULT_REPROBE_CALLS,
             auth: BearerAuth::default(),
+        }
+    }
+
+    /// Once fallen back to the legacy RPC, tries the batch RPC again after `after`, or
+    /// after `calls` submissions over the legacy RPC, whichever comes first (defaults
+    /// [`DEFAULT_REPROBE_AFTER`] and [`DEFAULT_REPROBE_CALLS`]).
+    pub fn with_reprobe(mut self, after: Duration, calls: u32) -> Self {
+        self.reprobe_after = after;
+        self.reprobe_calls = calls.max(1);
+        self
+    }
+
+    fn fallback(&self) -> std::sync::MutexGuard<'_, Option<Fallback>> {
+        self.fallback.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this submission should use the batch RPC: always until the server
+    /// refused it, then again once the fallback is old enough (a re-probe).
+    fn try_batch(&self) -> bool {
+        let mut fallback = self.fallback();
+        match fallback.as_mut() {
+            None => true,
+            Some(f)
+                if f.since.elapsed() >= self.reprobe_after
+                    || f.legacy_calls >= self.reprobe_calls =>
+            {
+                tracing::debug!(legacy_calls = f.legacy_calls, "trying SubmitImages again");
+                true
+            }
+            Some(f) => {
+                f.legacy_calls += 1;
+                false
+            }
         }
     }
 
@@ -293,9 +342,9 @@ impl FacewireClient {
         request
     }
 
-    /// Whether this connection has learnt that the server only has the legacy RPC.
+    /// Whether this connection last learnt that the server only has the legacy RPC.
     pub fn uses_legacy_rpc(&self) -> bool {
-        self.legacy_only.load(Ordering::Relaxed)
+        self.fallback().is_some()
     }
 
     /// Submits `paths` and returns one result per path, in order.
@@ -311,7 +360,7 @@ impl FacewireClient {
         S: Into<String>,
     {
         let paths: Vec<String> = paths.into_iter().map(Into::into).collect();
-        if !self.uses_legacy_rpc() {
+        if self.try_batch() {
             let request = SubmitImagesRequest {
                 paths: paths
                     .iter()
@@ -319,10 +368,18 @@ impl FacewireClient {
                     .collect(),
             };
             match call_with_transparent_retry!(self, submit_images, request) {
-                Ok(response) => return Ok(response.into_inner().results),
+                Ok(response) => {
+                    if self.fallback().take().is_some() {
+                        tracing::info!("server has SubmitImages now; using it again");
+                    }
+                    return Ok(response.into_inner().results);
+                }
                 Err(status) if status.code() == Code::Unimplemented => {
                     tracing::info!("server has no SubmitImages; falling back to SubmitImage");
-                    self.legacy_only.store(true, Ordering::Relaxed);
+                    *self.fallback() = Some(Fallback {
+                        since: tokio::time::Instant::now(),
+                        legacy_calls: 1,
+                    });
                 }
                 Err(status) => return Err(status),
             }
@@ -402,7 +459,10 @@ impl FacewireClient {
         &mut self,
         ids: Vec<i64>,
     ) -> Result<tonic::Streaming<crate::v1::WatchImagesResponse>, tonic::Status> {
-        let request = self.request(crate::v1::WatchImagesRequest { ids });
+        let request = self.request(crate::v1::WatchImagesRequest {
+            ids,
+            ..Default::default()
+        });
         Ok(self.inner.watch_images(request).await?.into_inner())
     }
 

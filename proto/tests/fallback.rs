@@ -1,8 +1,12 @@
-//! The client library against an old server that only has the legacy RPC.
+//! The client library against an old server that only has the legacy RPC, and one
+//! that is upgraded to the batch RPC while clients are connected.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use facewire_proto::{
@@ -11,17 +15,20 @@ use facewire_proto::{
         submit_result::Outcome,
         GetImageRequest, GetImageResponse, Image, ImageStatus, ListImagesRequest,
         ListImagesResponse, SubmitErrorCode, SubmitImageRequest, SubmitImageResponse,
-        SubmitImagesRequest, SubmitImagesResponse, WatchImagesRequest, WatchImagesResponse,
+        SubmitImagesRequest, SubmitImagesResponse, SubmitResult, WatchImagesRequest,
+        WatchImagesResponse,
     },
     FacewireClient,
 };
 use tonic::{Request, Response, Status};
 
-/// The tutorial's first release: SubmitImage only. Counts the calls it gets.
+/// The tutorial's first release: SubmitImage only, until `upgraded` is set. Counts the
+/// calls it gets.
 #[derive(Default, Clone)]
 struct OldServer {
     batch_calls: Arc<AtomicUsize>,
     single_calls: Arc<AtomicUsize>,
+    upgraded: Arc<AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -37,10 +44,26 @@ impl ImageService for OldServer {
 
     async fn submit_images(
         &self,
-        _: Request<SubmitImagesRequest>,
+        request: Request<SubmitImagesRequest>,
     ) -> Result<Response<SubmitImagesResponse>, Status> {
         self.batch_calls.fetch_add(1, Ordering::SeqCst);
-        Err(Status::unimplemented("unknown method SubmitImages"))
+        if !self.upgraded.load(Ordering::SeqCst) {
+            return Err(Status::unimplemented("unknown method SubmitImages"));
+        }
+        let results = request
+            .into_inner()
+            .paths
+            .into_iter()
+            .map(|p| SubmitResult {
+                outcome: Some(Outcome::Image(Image {
+                    path: p.path.clone(),
+                    status: ImageStatus::Pending as i32,
+                    ..Image::default()
+                })),
+                path: p.path,
+            })
+            .collect();
+        Ok(Response::new(SubmitImagesResponse { results }))
     }
 
     async fn submit_image(
@@ -137,4 +160,57 @@ async fn an_unreachable_server_is_an_error_not_a_hang() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
+
+#[tokio::test]
+async fn goes_back_to_the_batch_rpc_after_some_legacy_calls_once_the_server_has_it() {
+    let server = OldServer::default();
+    let url = serve(server.clone()).await;
+    let mut client = FacewireClient::connect(url)
+        .await
+        .unwrap()
+        .with_reprobe(Duration::from_secs(3600), 3);
+    // Falls back on the first call, and stays on the legacy RPC for two more.
+    for path in ["a.jpg", "b.jpg", "c.jpg"] {
+        client.submit_images([path]).await.unwrap();
+        assert!(client.uses_legacy_rpc());
+    }
+    assert_eq!(server.batch_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(server.single_calls.load(Ordering::SeqCst), 3);
+
+    // The fleet is upgraded: the next call tries SubmitImages again and stays on it.
+    server.upgraded.store(true, Ordering::SeqCst);
+    let results = client.submit_images(["d.jpg", "e.jpg"]).await.unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(!client.uses_legacy_rpc());
+    client.submit_images(["f.jpg"]).await.unwrap();
+    assert_eq!(server.batch_calls.load(Ordering::SeqCst), 3);
+    assert_eq!(server.single_calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn re_probes_the_batch_rpc_after_a_while_and_falls_back_again_if_still_missing() {
+    let server = OldServer::default();
+    let url = serve(server.clone()).await;
+    let mut client = FacewireClient::connect(url)
+        .await
+        .unwrap()
+        .with_reprobe(Duration::from_millis(300), u32::MAX);
+    client.submit_images(["a.jpg"]).await.unwrap();
+    client.submit_images(["b.jpg"]).await.unwrap();
+    assert_eq!(server.batch_calls.load(Ordering::SeqCst), 1);
+
+    // Still old after the while: one more batch attempt, then legacy again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    client.submit_images(["c.jpg"]).await.unwrap();
+    client.submit_images(["d.jpg"]).await.unwrap();
+    assert!(client.uses_legacy_rpc());
+    assert_eq!(server.batch_calls.load(Ordering::SeqCst), 2);
+
+    server.upgraded.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    client.submit_images(["e.jpg"]).await.unwrap();
+    assert!(!client.uses_legacy_rpc());
+    assert_eq!(server.batch_calls.load(Ordering::SeqCst), 3);
+    assert_eq!(server.single_calls.load(Ordering::SeqCst), 4);
 }

@@ -46,6 +46,24 @@ pub fn declared_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
     T::from_arg_matches(&matches).unwrap_or_else(|e| panic!("defaults do not parse: {e}"))
 }
 
+/// The environment variable that sets the field `id` (its Rust name) of the config struct
+/// `T`, as its `#[arg(env = ...)]` declares it: for messages that tell an operator which
+/// setting to change, without spelling the name a second time where it could drift.
+///
+/// # Panics
+/// If `T` has no such field, or it has no `env` (a programming error, not a user's).
+pub fn env_var<T: clap::Args>(id: &str) -> String {
+    let command = T::augment_args(clap::Command::new("env"));
+    let arg = command
+        .get_arguments()
+        .find(|a| a.get_id() == id)
+        .unwrap_or_else(|| panic!("no config field {id:?}"));
+    arg.get_env()
+        .unwrap_or_else(|| panic!("config field {id:?} has no environment variable"))
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Where state lives: the data dir and the database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StorageConfig {
@@ -161,6 +179,15 @@ mod tests {
         std::env::set_var("FACEWIRE_TEST_DECLARED_DEFAULT_NAME", "env");
         let t: Tuning = declared_defaults();
         assert_eq!((t.batch, t.name), (7, None));
+    }
+
+    #[test]
+    fn env_var_is_the_fields_declared_variable() {
+        assert_eq!(env_var::<Tuning>("batch"), "FACEWIRE_TEST_DECLARED_DEFAULT");
+        assert_eq!(
+            env_var::<StorageConfig>("database_url"),
+            "FACEWIRE_DATABASE_URL"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The frontend's configuration.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use facewire_config::{AuthConfig, ClientTlsConfig, DrainConfig, TlsConfig};
 
@@ -13,7 +13,8 @@ pub struct FrontendConfig {
     #[arg(long, env = "FACEWIRE_HTTP_ADDR", default_value = "127.0.0.1:8081")]
     pub http_addr: SocketAddr,
 
-    /// gRPC URL of the receiver (ImageService).
+    /// gRPC URL(s) of the receiver (ImageService), comma-separated; calls are spread
+    /// over every address the names resolve to.
     #[arg(
         long,
         env = "FACEWIRE_RECEIVER_URL",
@@ -21,7 +22,8 @@ pub struct FrontendConfig {
     )]
     pub receiver_url: String,
 
-    /// gRPC URL of the recognition service (RecognitionService).
+    /// gRPC URL(s) of the recognition service (RecognitionService), comma-separated;
+    /// calls are spread over every address the names resolve to.
     #[arg(
         long,
         env = "FACEWIRE_RECOGNITION_URL",
@@ -57,6 +59,71 @@ pub struct FrontendConfig {
     /// for it as a password), and the frontend sends it to the receiver and recognition.
     #[command(flatten)]
     pub auth: AuthConfig,
+
+    /// How calls to the receiver and recognition are made (timeout, breaker, balancing).
+    #[command(flatten)]
+    pub upstream: UpstreamConfig,
+}
+
+/// The client stack for the frontend's calls to the receiver and recognition.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpstreamConfig {
+    /// Timeout of one call, in seconds (enrolment runs face detection on every photo).
+    #[arg(
+        long,
+        env = "FACEWIRE_UPSTREAM_TIMEOUT_SECONDS",
+        default_value_t = 60.0
+    )]
+    pub upstream_timeout_seconds: f64,
+    /// Consecutive failed calls to one service that open its circuit breaker.
+    #[arg(long, env = "FACEWIRE_UPSTREAM_BREAKER_FAILURES", default_value_t = 5)]
+    pub upstream_breaker_failures: u32,
+    /// Seconds a breaker stays open before a probe.
+    #[arg(
+        long,
+        env = "FACEWIRE_UPSTREAM_BREAKER_COOLDOWN_SECONDS",
+        default_value_t = 5.0
+    )]
+    pub upstream_breaker_cooldown_seconds: f64,
+    /// Seconds between DNS look-ups of the URLs' names (replicas come and go).
+    #[arg(
+        long,
+        env = "FACEWIRE_UPSTREAM_REFRESH_SECONDS",
+        default_value_t = 10.0
+    )]
+    pub upstream_refresh_seconds: f64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            upstream_timeout_seconds: 60.0,
+            upstream_breaker_failures: 5,
+            upstream_breaker_cooldown_seconds: 5.0,
+            upstream_refresh_seconds: 10.0,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The resilience settings of these calls.
+    pub fn resilience(&self) -> facewire_resilience::ResilienceConfig {
+        facewire_resilience::ResilienceConfig {
+            timeout: Duration::from_secs_f64(self.upstream_timeout_seconds.max(0.1)),
+            breaker_failures: self.upstream_breaker_failures,
+            breaker_cooldown: Duration::from_secs_f64(
+                self.upstream_breaker_cooldown_seconds.max(0.1),
+            ),
+            // Pages fan out several calls each.
+            concurrency: 64,
+            ..facewire_resilience::ResilienceConfig::default()
+        }
+    }
+
+    /// How often names are resolved again.
+    pub fn refresh(&self) -> Duration {
+        Duration::from_secs_f64(self.upstream_refresh_seconds.max(0.1))
+    }
 }
 
 impl FrontendConfig {
@@ -73,6 +140,7 @@ impl FrontendConfig {
             tls: TlsConfig::default(),
             client_tls: ClientTlsConfig::default(),
             auth: AuthConfig::default(),
+            upstream: UpstreamConfig::default(),
         }
     }
 }
@@ -95,6 +163,9 @@ mod tests {
         assert_eq!(cli.frontend.receiver_url, "http://127.0.0.1:50051");
         assert_eq!(cli.frontend.recognition_url, "http://127.0.0.1:50052");
         assert_eq!(cli.frontend.image_root, PathBuf::from("."));
+        let upstream = cli.frontend.upstream.resilience();
+        assert_eq!(upstream.timeout, Duration::from_secs(60));
+        assert_eq!(upstream.breaker_failures, 5);
     }
 
     #[test]

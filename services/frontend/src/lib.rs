@@ -114,8 +114,12 @@ impl Frontend {
             config.client_tls.tls_server_name.as_deref(),
             config.auth.token(),
         )?;
-        let upstream =
-            upstream::Upstream::new(&config.receiver_url, &config.recognition_url, &client)?;
+        let upstream = upstream::Upstream::new(
+            &config.receiver_url,
+            &config.recognition_url,
+            &client,
+            &config.upstream,
+        )?;
         let closing = CancellationToken::new();
         let state = Arc::new(AppState {
             feed: upstream::LiveFeed::new(upstream.clone(), closing.clone()),

@@ -2,7 +2,12 @@
 //! copy for the table (JPEG and PNG; other formats are served as they are), and the size
 //! a browser shows an image at (for placing face boxes).
 
-use std::{io::Cursor, path::Path};
+use std::{
+    io::{Cursor, Read},
+    path::Path,
+};
+
+use facewire_config::{CheckedPath, ImageRoot, PathError};
 
 use image::{
     codecs::jpeg::JpegEncoder, metadata::Orientation, DynamicImage, ImageDecoder, ImageFormat,
@@ -36,6 +41,27 @@ pub fn content_type_for(path: &str) -> &'static str {
         "ico" => "image/x-icon",
         _ => "application/octet-stream",
     }
+}
+
+/// The first `limit` bytes (all of them with `u64::MAX`) of the image file `raw` names
+/// under `root`, read from the handle [`ImageRoot::open`] checked — never reopened by
+/// path, so a file swapped for a FIFO, a device or a symlink out of the root after the
+/// check is refused instead of blocking the server or leaking a file. Blocking: call
+/// from a blocking thread.
+pub fn read_image(
+    root: &ImageRoot,
+    raw: &str,
+    limit: u64,
+) -> Result<(CheckedPath, Vec<u8>), PathError> {
+    let (checked, file) = root.open(raw)?;
+    let mut bytes = Vec::with_capacity(checked.size.min(limit) as usize);
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| PathError::Unreadable {
+            path: raw.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok((checked, bytes))
 }
 
 /// A thumbnail of `bytes` with its content type, or `None` when the bytes are not a
@@ -91,13 +117,7 @@ pub fn display_size(prefix: &[u8]) -> Option<(u32, u32)> {
     if !matches!(reader.format(), Some(ImageFormat::Jpeg | ImageFormat::Png)) {
         return None;
     }
-    let mut decoder = match reader.into_decoder() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("DBG {e}");
-            return None;
-        }
-    };
+    let mut decoder = reader.into_decoder().ok()?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
         return None;
@@ -125,6 +145,139 @@ mod tests {
         let mut out = Vec::new();
         img.write_to(&mut Cursor::new(&mut out), format).unwrap();
         out
+    }
+
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo {}", path.display());
+    }
+
+    /// Lets any open() blocked on the FIFO `fifo` return (a writer arrives).
+    fn release_readers(fifo: &Path) {
+        let fifo = fifo.to_path_buf();
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            }
+        });
+    }
+
+    /// `read_image` on its own thread, or `None` when it is still blocked after 5 s.
+    fn read_within(
+        root: &ImageRoot,
+        raw: &str,
+    ) -> Option<Result<(CheckedPath, Vec<u8>), PathError>> {
+        let (root, raw) = (root.clone(), raw.to_string());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_image(&root, &raw, u64::MAX));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5)).ok()
+    }
+
+    #[test]
+    fn reads_only_regular_files_inside_the_root() {
+        let (dir, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(dir.path().join("a.jpg"), b"jpeg bytes").unwrap();
+        mkfifo(&dir.path().join("pipe.jpg"));
+        mkfifo(&outside.path().join("pipe.jpg"));
+        std::fs::write(outside.path().join("secret.jpg"), b"secret").unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("pipe.jpg"),
+            dir.path().join("out-pipe.jpg"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.jpg"),
+            dir.path().join("out-file.jpg"),
+        )
+        .unwrap();
+        let root = ImageRoot::new(dir.path(), 1 << 20).unwrap();
+
+        let (checked, bytes) = read_image(&root, "a.jpg", u64::MAX).unwrap();
+        assert_eq!(
+            (checked.relative.as_str(), &bytes[..]),
+            ("a.jpg", &b"jpeg bytes"[..])
+        );
+        assert_eq!(read_image(&root, "a.jpg", 4).unwrap().1, b"jpeg");
+        let pipe = read_within(&root, "pipe.jpg");
+        if pipe.is_none() {
+            release_readers(&dir.path().join("pipe.jpg"));
+        }
+        assert!(
+            matches!(pipe, Some(Err(PathError::NotAFile(_)))),
+            "a FIFO in the root: {pipe:?}"
+        );
+        for (raw, what) in [("out-pipe.jpg", "a FIFO"), ("out-file.jpg", "a file")] {
+            let got = read_within(&root, raw);
+            if got.is_none() {
+                release_readers(&outside.path().join("pipe.jpg"));
+            }
+            assert!(
+                matches!(got, Some(Err(PathError::OutsideRoot(_)))),
+                "a symlink to {what} outside the root: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_fifo_never_blocks_a_read() {
+        use std::sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        };
+        let (dir, keep) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dir_path = dir.path().to_path_buf();
+        // One FIFO under a name of its own, so readers stuck on it can be let go.
+        let fifo = keep.path().join("keep.fifo");
+        mkfifo(&fifo);
+        std::fs::write(dir_path.join("photo.jpg"), b"jpeg").unwrap();
+        let root = ImageRoot::new(&dir_path, 1 << 20).unwrap();
+        // Swap photo.jpg between a regular file and the FIFO as fast as rename allows.
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, fifo, dir) = (stop.clone(), fifo.clone(), dir_path.clone());
+            std::thread::spawn(move || {
+                let file = dir.join(".file");
+                std::fs::write(&file, b"jpeg").unwrap();
+                let (file_tmp, fifo_tmp) = (dir.join(".file.tmp"), dir.join(".fifo.tmp"));
+                while !stop.load(Ordering::Relaxed) {
+                    std::fs::hard_link(&file, &file_tmp).unwrap();
+                    std::fs::rename(&file_tmp, dir.join("photo.jpg")).unwrap();
+                    std::fs::hard_link(&fifo, &fifo_tmp).unwrap();
+                    std::fs::rename(&fifo_tmp, dir.join("photo.jpg")).unwrap();
+                }
+            })
+        };
+        let (mut read, mut refused, mut hung) = (0, 0, false);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            match read_within(&root, "photo.jpg") {
+                Some(Ok((_, bytes))) => {
+                    assert_eq!(bytes, b"jpeg");
+                    read += 1;
+                }
+                Some(Err(PathError::NotAFile(_) | PathError::NotFound(_))) => refused += 1,
+                Some(Err(e)) => panic!("unexpected refusal {e:?}"),
+                None => {
+                    hung = true;
+                    break;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        if hung {
+            release_readers(&fifo);
+        }
+        assert!(
+            !hung,
+            "a read blocked on the FIFO (after {read} read, {refused} refused)"
+        );
+        assert!(read > 0 && refused > 0, "{read} read, {refused} refused");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use facewire_proto::{
     },
     BearerAuth, ClientError, ClientOptions,
 };
+use facewire_resilience::{balanced_channel, Backoff, BreakerLayer, ChannelError, ResilientClient};
 use facewire_server::CancellationToken;
 use facewire_telemetry::{trace_context::InjectTraceContext, InjectTraceContextLayer};
 use serde::Serialize;
@@ -26,21 +27,19 @@ use tonic_health::pb::{
 };
 use tower::Layer;
 
-use crate::FrontendError;
+use crate::{config::UpstreamConfig, FrontendError};
 
-/// How long to wait for a TCP connection to either service.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a unary call may take (enrolment runs face detection on every photo).
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Readiness asks the receiver's health service with this deadline.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest gRPC message exchanged with recognition (enrolment uploads).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// Reconnect backoff bounds for the live feed.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often an idle live feed checks whether anybody still listens.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
+
+/// Pauses between attempts to reopen the live feed.
+fn feed_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(5))
+}
 
 /// Which backing service a failure concerns, for messages on the page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,22 +79,28 @@ pub fn describe_failure(service: Service, url: &str, status: &Status) -> String 
     }
 }
 
-/// The endpoint for `url` (TLS for `https://`), or an error naming the setting.
-fn endpoint(
-    url: &str,
+/// A channel balancing over every replica behind `urls` (TLS for `https://`), whose
+/// calls carry the page request's trace context; or an error naming the setting.
+fn channel(
+    urls: &str,
     what: &'static str,
     options: &ClientOptions,
-) -> Result<tonic::transport::Endpoint, FrontendError> {
-    match options.endpoint(url) {
-        Ok(e) => Ok(e.connect_timeout(CONNECT_TIMEOUT)),
-        Err(e @ (ClientError::InvalidEndpoint { .. } | ClientError::NoCa { .. })) => {
-            Err(FrontendError::BadUrl {
-                what,
-                url: url.to_string(),
-                reason: e.to_string(),
-            })
-        }
-        Err(e) => Err(e.into()),
+    config: &UpstreamConfig,
+) -> Result<Traced, FrontendError> {
+    let bad = |reason: String| FrontendError::BadUrl {
+        what,
+        url: urls.to_string(),
+        reason,
+    };
+    match balanced_channel(urls, config.refresh(), options) {
+        Ok(channel) => Ok(InjectTraceContextLayer.layer(channel)),
+        Err(ChannelError::InvalidUrl(url)) => Err(bad(format!(
+            "{url:?} is not an http:// or https:// URL with a host"
+        ))),
+        Err(ChannelError::Client(
+            e @ (ClientError::InvalidEndpoint { .. } | ClientError::NoCa { .. }),
+        )) => Err(bad(e.to_string())),
+        Err(ChannelError::Client(e)) => Err(e.into()),
     }
 }
 
@@ -106,22 +111,24 @@ type Traced = InjectTraceContext<Channel>;
 /// A traced channel whose calls also carry the bearer token (when one is configured).
 type Authorized = InterceptedService<Traced, BearerAuth>;
 
-/// Clients for the receiver, the recognition service and the people service. Channels
-/// connect lazily, so the frontend starts (and its pages render, saying what is down)
-/// whatever is running.
+/// Clients for the receiver, the recognition service and the people service. Each call
+/// goes through the resilience stack (timeout, breaker, retries of reads) and is spread
+/// over every replica. Channels connect lazily, so the frontend starts (and its pages
+/// render, saying what is down) whatever is running.
 #[derive(Clone)]
 pub struct Upstream {
     /// The receiver's URL, for messages.
     pub receiver_url: String,
     /// The recognition service's URL, for messages.
     pub recognition_url: String,
-    images: ImageServiceClient<Authorized>,
-    // Separate channel without a per-call timeout: the watch stream lives for hours.
+    images: ResilientClient<ImageServiceClient<Authorized>>,
+    // Same channel, outside the stack: the watch stream lives for hours.
     watch: ImageServiceClient<Authorized>,
     health: HealthClient<Traced>,
-    recognition: RecognitionServiceClient<Authorized>,
-    // Same channel as `recognition`: PeopleService is served on recognition's address.
-    people: PeopleServiceClient<Authorized>,
+    recognition: ResilientClient<RecognitionServiceClient<Authorized>>,
+    // Same channel and breaker as `recognition`: PeopleService is served on
+    // recognition's address.
+    people: ResilientClient<PeopleServiceClient<Authorized>>,
 }
 
 /// Who faces are assigned to.
@@ -134,35 +141,41 @@ pub enum Assignee {
 }
 
 impl Upstream {
-    /// Clients for the services at these URLs, over TLS for `https://` ones and sending
-    /// the token of `options` (nothing is contacted yet).
+    /// Clients for the services at these URLs (each a comma-separated list), over TLS
+    /// for `https://` ones, sending the token of `options`, with the timeout and breaker
+    /// of `config`. Nothing is contacted yet; must be called within a Tokio runtime
+    /// (names are resolved in the background).
     pub fn new(
         receiver_url: &str,
         recognition_url: &str,
         options: &ClientOptions,
+        config: &UpstreamConfig,
     ) -> Result<Self, FrontendError> {
-        let receiver = endpoint(receiver_url, "FACEWIRE_RECEIVER_URL", options)?;
-        let recognition = endpoint(recognition_url, "FACEWIRE_RECOGNITION_URL", options)?;
+        let receiver = channel(receiver_url, "FACEWIRE_RECEIVER_URL", options, config)?;
+        let recognition = channel(recognition_url, "FACEWIRE_RECOGNITION_URL", options, config)?;
         let bearer = options.bearer()?;
-        let traced = |channel: Channel| InjectTraceContextLayer.layer(channel);
-        let unary = traced(receiver.clone().timeout(CALL_TIMEOUT).connect_lazy());
-        let recognition = traced(recognition.timeout(CALL_TIMEOUT).connect_lazy());
+        let resilience = config.resilience();
+        let receiver_breaker = BreakerLayer::from_config("frontend-receiver", &resilience);
+        let recognition_breaker = BreakerLayer::from_config("frontend-recognition", &resilience);
+        let images = ImageServiceClient::with_interceptor(receiver.clone(), bearer.clone());
         Ok(Self {
             receiver_url: receiver_url.to_string(),
             recognition_url: recognition_url.to_string(),
-            images: ImageServiceClient::with_interceptor(unary.clone(), bearer.clone()),
-            watch: ImageServiceClient::with_interceptor(
-                traced(receiver.connect_lazy()),
-                bearer.clone(),
+            images: ResilientClient::new(images.clone(), &resilience, receiver_breaker),
+            watch: images,
+            health: HealthClient::new(receiver),
+            recognition: ResilientClient::new(
+                RecognitionServiceClient::with_interceptor(recognition.clone(), bearer.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                &resilience,
+                recognition_breaker.clone(),
             ),
-            health: HealthClient::new(unary),
-            recognition: RecognitionServiceClient::with_interceptor(
-                recognition.clone(),
-                bearer.clone(),
-            )
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            people: PeopleServiceClient::with_interceptor(recognition, bearer),
+            people: ResilientClient::new(
+                PeopleServiceClient::with_interceptor(recognition, bearer),
+                &resilience,
+                recognition_breaker,
+            ),
         })
     }
 
@@ -171,16 +184,19 @@ impl Upstream {
         &self,
         request: pb::ListImagesRequest,
     ) -> Result<pb::ListImagesResponse, Status> {
-        Ok(self.images.clone().list_images(request).await?.into_inner())
+        self.images
+            .call(move |mut c| {
+                let request = request.clone();
+                async move { c.list_images(request).await }
+            })
+            .await
     }
 
     /// One image record.
     pub async fn get_image(&self, id: i64) -> Result<pb::Image, Status> {
         self.images
-            .clone()
-            .get_image(pb::GetImageRequest { id })
+            .call(move |mut c| async move { c.get_image(pb::GetImageRequest { id }).await })
             .await?
-            .into_inner()
             .image
             .ok_or_else(|| Status::not_found(format!("no image with id {id}")))
     }
@@ -191,13 +207,20 @@ impl Upstream {
             service: "facewire.v1.ImageService".into(),
         });
         request.set_timeout(READY_TIMEOUT);
-        match self.health.clone().check(request).await {
-            Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
-            Ok(_) => Err(format!(
+        let mut health = self.health.clone();
+        let check = tokio::time::timeout(READY_TIMEOUT, health.check(request));
+        match check.await {
+            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+            Ok(Ok(_)) => Err(format!(
                 "The receiver at {} reports NOT_SERVING.",
                 self.receiver_url
             )),
-            Err(s) => Err(describe_failure(Service::Receiver, &self.receiver_url, &s)),
+            Ok(Err(s)) => Err(describe_failure(Service::Receiver, &self.receiver_url, &s)),
+            Err(_) => Err(describe_failure(
+                Service::Receiver,
+                &self.receiver_url,
+                &Status::deadline_exceeded(format!("no answer within {READY_TIMEOUT:?}")),
+            )),
         }
     }
 
@@ -206,10 +229,11 @@ impl Upstream {
     pub async fn list_faces(&self, person: String) -> Result<Vec<pb::EnrolledFaceCrop>, Status> {
         Ok(self
             .recognition
-            .clone()
-            .list_faces(pb::ListFacesRequest { person })
+            .call(move |mut c| {
+                let person = person.clone();
+                async move { c.list_faces(pb::ListFacesRequest { person }).await }
+            })
             .await?
-            .into_inner()
             .faces)
     }
 
@@ -219,12 +243,14 @@ impl Upstream {
         name: String,
         images: Vec<Vec<u8>>,
     ) -> Result<Vec<pb::EnrollResult>, Status> {
+        let request = pb::EnrollRequest { name, images };
         Ok(self
             .recognition
-            .clone()
-            .enroll(pb::EnrollRequest { name, images })
+            .call_once(move |mut c| {
+                let request = request.clone();
+                async move { c.enroll(request).await }
+            })
             .await?
-            .into_inner()
             .results)
     }
 
@@ -233,24 +259,25 @@ impl Upstream {
         &self,
         request: pb::ListPersonsRequest,
     ) -> Result<pb::ListPersonsResponse, Status> {
-        Ok(self
-            .people
-            .clone()
-            .list_persons(request)
-            .await?
-            .into_inner())
+        self.people
+            .call(move |mut c| {
+                let request = request.clone();
+                async move { c.list_persons(request).await }
+            })
+            .await
     }
 
     /// One person by id (`NOT_FOUND` when there is none).
     pub async fn get_person(&self, person_id: i64) -> Result<pb::PersonRecord, Status> {
         self.people
-            .clone()
-            .get_person(pb::GetPersonRequest {
-                person_id,
-                name: String::new(),
+            .call(move |mut c| async move {
+                c.get_person(pb::GetPersonRequest {
+                    person_id,
+                    name: String::new(),
+                })
+                .await
             })
             .await?
-            .into_inner()
             .person
             .ok_or_else(|| Status::not_found(format!("no person with id {person_id}")))
     }
@@ -262,22 +289,22 @@ impl Upstream {
     ) -> Result<pb::PersonRecord, Status> {
         let id = request.person_id;
         self.people
-            .clone()
-            .update_person(request)
+            .call_once(move |mut c| {
+                let request = request.clone();
+                async move { c.update_person(request).await }
+            })
             .await?
-            .into_inner()
             .person
             .ok_or_else(|| Status::not_found(format!("no person with id {id}")))
     }
 
     /// Erases a person (their photos stay, without the name).
     pub async fn delete_person(&self, person_id: i64) -> Result<pb::DeletePersonResponse, Status> {
-        Ok(self
-            .people
-            .clone()
-            .delete_person(pb::DeletePersonRequest { person_id })
-            .await?
-            .into_inner())
+        self.people
+            .call_once(move |mut c| async move {
+                c.delete_person(pb::DeletePersonRequest { person_id }).await
+            })
+            .await
     }
 
     /// Moves every face of `from` into `into`; the answer names the merge to undo.
@@ -286,37 +313,39 @@ impl Upstream {
         into: i64,
         from: Vec<i64>,
     ) -> Result<pb::MergePersonsResponse, Status> {
-        Ok(self
-            .people
-            .clone()
-            .merge_persons(pb::MergePersonsRequest {
-                into_person_id: into,
-                from_person_ids: from,
+        let request = pb::MergePersonsRequest {
+            into_person_id: into,
+            from_person_ids: from,
+        };
+        self.people
+            .call_once(move |mut c| {
+                let request = request.clone();
+                async move { c.merge_persons(request).await }
             })
-            .await?
-            .into_inner())
+            .await
     }
 
     /// Undoes a merge.
     pub async fn undo_merge(&self, merge_id: i64) -> Result<Vec<pb::PersonRecord>, Status> {
         Ok(self
             .people
-            .clone()
-            .undo_merge(pb::UndoMergeRequest { merge_id })
+            .call_once(
+                move |mut c| async move { c.undo_merge(pb::UndoMergeRequest { merge_id }).await },
+            )
             .await?
-            .into_inner()
             .persons)
     }
 
     /// The small JPEG of one face (`NOT_FOUND` when it has none).
     pub async fn face_crop(&self, face_id: i64) -> Result<Vec<u8>, Status> {
-        Ok(self
-            .people
-            .clone()
-            .get_face_crop(pb::GetFaceCropRequest { face_id })
-            .await?
-            .into_inner()
-            .crop_jpeg)
+        Ok(
+            self.people
+                .call(move |mut c| async move {
+                    c.get_face_crop(pb::GetFaceCropRequest { face_id }).await
+                })
+                .await?
+                .crop_jpeg,
+        )
     }
 
     /// Names faces by hand.
@@ -329,26 +358,29 @@ impl Upstream {
             Assignee::Id(id) => (id, String::new()),
             Assignee::Name(name) => (0, name),
         };
-        Ok(self
-            .people
-            .clone()
-            .assign_faces(pb::AssignFacesRequest {
-                face_ids,
-                person_id,
-                person_name,
+        let request = pb::AssignFacesRequest {
+            face_ids,
+            person_id,
+            person_name,
+        };
+        self.people
+            .call_once(move |mut c| {
+                let request = request.clone();
+                async move { c.assign_faces(request).await }
             })
-            .await?
-            .into_inner())
+            .await
     }
 
     /// Takes faces away from their person by hand.
     pub async fn unassign_faces(&self, face_ids: Vec<i64>) -> Result<Vec<pb::FaceRecord>, Status> {
+        let request = pb::UnassignFacesRequest { face_ids };
         Ok(self
             .people
-            .clone()
-            .unassign_faces(pb::UnassignFacesRequest { face_ids })
+            .call_once(move |mut c| {
+                let request = request.clone();
+                async move { c.unassign_faces(request).await }
+            })
             .await?
-            .into_inner()
             .faces)
     }
 
@@ -360,16 +392,18 @@ impl Upstream {
         face_id: i64,
         limit: i32,
     ) -> Result<Vec<pb::FaceMatch>, Status> {
+        let request = pb::SearchFacesRequest {
+            query: Some(pb::search_faces_request::Query::FaceId(face_id)),
+            limit,
+            min_similarity: 0.0,
+        };
         Ok(self
             .people
-            .clone()
-            .search_faces(pb::SearchFacesRequest {
-                query: Some(pb::search_faces_request::Query::FaceId(face_id)),
-                limit,
-                min_similarity: 0.0,
+            .call(move |mut c| {
+                let request = request.clone();
+                async move { c.search_faces(request).await }
             })
             .await?
-            .into_inner()
             .matches)
     }
 
@@ -381,10 +415,11 @@ impl Upstream {
     ) -> Result<Vec<pb::MergeSuggestion>, Status> {
         Ok(self
             .people
-            .clone()
-            .list_merge_suggestions(pb::ListMergeSuggestionsRequest { person_id, limit })
+            .call(move |mut c| async move {
+                c.list_merge_suggestions(pb::ListMergeSuggestionsRequest { person_id, limit })
+                    .await
+            })
             .await?
-            .into_inner()
             .suggestions)
     }
 
@@ -396,10 +431,12 @@ impl Upstream {
         other_person_id: i64,
     ) -> Result<(), Status> {
         self.people
-            .clone()
-            .decline_merge_suggestion(pb::DeclineMergeSuggestionRequest {
-                person_id,
-                other_person_id,
+            .call_once(move |mut c| async move {
+                c.decline_merge_suggestion(pb::DeclineMergeSuggestionRequest {
+                    person_id,
+                    other_person_id,
+                })
+                .await
             })
             .await?;
         Ok(())
@@ -409,10 +446,11 @@ impl Upstream {
     pub async fn remove_person(&self, name: String) -> Result<i32, Status> {
         Ok(self
             .recognition
-            .clone()
-            .remove_person(pb::RemovePersonRequest { name })
+            .call_once(move |mut c| {
+                let name = name.clone();
+                async move { c.remove_person(pb::RemovePersonRequest { name }).await }
+            })
             .await?
-            .into_inner()
             .faces_removed)
     }
 }
@@ -511,19 +549,19 @@ impl LiveFeed {
     }
 
     async fn run(self) {
-        let mut backoff = BACKOFF_MIN;
+        let mut pauses = feed_backoff().delays();
         let mut idle = tokio::time::interval(IDLE_CHECK);
         idle.tick().await;
         loop {
             let mut client = self.upstream.watch.clone();
-            let call = client.watch_images(pb::WatchImagesRequest { ids: vec![] });
+            let call = client.watch_images(pb::WatchImagesRequest::default());
             let opened = tokio::select! {
                 _ = self.closing.cancelled() => break,
                 r = call => r,
             };
             let failure = match opened {
                 Ok(response) => {
-                    backoff = BACKOFF_MIN;
+                    pauses = feed_backoff().delays();
                     tracing::debug!("live feed: watching the receiver");
                     self.set_state(FeedState {
                         connected: true,
@@ -573,11 +611,11 @@ impl LiveFeed {
             if self.stop_if_idle() {
                 return;
             }
+            let pause = pauses.next().unwrap_or(Duration::from_secs(5));
             tokio::select! {
                 _ = self.closing.cancelled() => break,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         self.stop_if_idle();
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -588,6 +626,92 @@ impl LiveFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use pb::image_service_server::{ImageService, ImageServiceServer};
+
+    /// A receiver replica that answers `ListImages` and counts the calls.
+    #[derive(Clone, Default)]
+    struct Replica {
+        lists: Arc<AtomicUsize>,
+    }
+
+    #[tonic::async_trait]
+    impl ImageService for Replica {
+        type WatchImagesStream = tokio_stream::Empty<Result<pb::WatchImagesResponse, Status>>;
+
+        async fn watch_images(
+            &self,
+            _: tonic::Request<pb::WatchImagesRequest>,
+        ) -> Result<tonic::Response<Self::WatchImagesStream>, Status> {
+            Err(Status::unimplemented("WatchImages"))
+        }
+
+        async fn submit_images(
+            &self,
+            _: tonic::Request<pb::SubmitImagesRequest>,
+        ) -> Result<tonic::Response<pb::SubmitImagesResponse>, Status> {
+            Err(Status::unimplemented("SubmitImages"))
+        }
+
+        async fn submit_image(
+            &self,
+            _: tonic::Request<pb::SubmitImageRequest>,
+        ) -> Result<tonic::Response<pb::SubmitImageResponse>, Status> {
+            Err(Status::unimplemented("SubmitImage"))
+        }
+
+        async fn get_image(
+            &self,
+            _: tonic::Request<pb::GetImageRequest>,
+        ) -> Result<tonic::Response<pb::GetImageResponse>, Status> {
+            Err(Status::unimplemented("GetImage"))
+        }
+
+        async fn list_images(
+            &self,
+            _: tonic::Request<pb::ListImagesRequest>,
+        ) -> Result<tonic::Response<pb::ListImagesResponse>, Status> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            Ok(tonic::Response::new(pb::ListImagesResponse::default()))
+        }
+    }
+
+    async fn serve(replica: Replica) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ImageServiceServer::new(replica))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn calls_are_spread_over_every_receiver_replica() {
+        let (a, b) = (Replica::default(), Replica::default());
+        let urls = format!("{},{}", serve(a.clone()).await, serve(b.clone()).await);
+        let upstream = Upstream::new(
+            &urls,
+            "http://127.0.0.1:1",
+            &ClientOptions::default(),
+            &UpstreamConfig::default(),
+        )
+        .unwrap();
+        for _ in 0..40 {
+            upstream
+                .list_images(pb::ListImagesRequest::default())
+                .await
+                .unwrap();
+        }
+        let (a, b) = (
+            a.lists.load(Ordering::SeqCst),
+            b.lists.load(Ordering::SeqCst),
+        );
+        assert_eq!(a + b, 40);
+        assert!(a > 0 && b > 0, "one replica got every call: {a} and {b}");
+    }
 
     #[test]
     fn failures_say_which_service_is_unreachable() {
@@ -603,12 +727,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn bad_urls_name_the_setting() {
+    #[tokio::test]
+    async fn bad_urls_name_the_setting() {
         let refusal = |receiver: &str, recognition: &str| match Upstream::new(
             receiver,
             recognition,
             &ClientOptions::default(),
+            &UpstreamConfig::default(),
         ) {
             Ok(_) => panic!("accepted {receiver} and {recognition}"),
             Err(e) => e.to_string(),
@@ -627,6 +752,7 @@ mod tests {
             "http://127.0.0.1:1",
             "http://127.0.0.1:1",
             &ClientOptions::default(),
+            &UpstreamConfig::default(),
         )
         .unwrap();
         let request = pb::ListImagesRequest {
@@ -652,6 +778,7 @@ mod tests {
             "http://127.0.0.1:1",
             "http://127.0.0.1:1",
             &ClientOptions::default(),
+            &UpstreamConfig::default(),
         )
         .unwrap();
         let closing = CancellationToken::new();

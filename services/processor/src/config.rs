@@ -144,9 +144,10 @@ impl WorkConfig {
         Ok(())
     }
 
-    /// Pause before retrying an image on its `attempt`-th failure: 1 s, 2 s, 4 s, ... 30 s.
+    /// Pause before retrying an image on its `attempt`-th failure: 1 s, 2 s, 4 s, ... 30 s,
+    /// each plus jitter (facewire-resilience's backoff).
     pub fn backoff(&self, attempt: i32) -> Duration {
-        let exp = attempt.clamp(1, 6) - 1;
-        Duration::from_secs((1u64 << exp).min(30))
+        facewire_resilience::Backoff::new(Duration::from_secs(1), Duration::from_secs(30))
+            .delay(attempt.max(1) as u32)
     }
 }

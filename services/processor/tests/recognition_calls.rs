@@ -6,109 +6,14 @@
 //!   and no valid image may fail for its size or for its neighbours' sizes.
 //! - A call cut short (recognition draining: CANCELLED, connection closed) is retried.
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
-    time::Duration,
-};
+mod support;
 
-use facewire_processor::{Processor, WorkConfig};
-use facewire_proto::v1::{
-    batch_result,
-    recognition_service_server::{RecognitionService, RecognitionServiceServer},
-    BatchResult, EnrollRequest, EnrollResponse, ListFacesRequest, ListFacesResponse,
-    ListPeopleRequest, ListPeopleResponse, RecognizeBatchRequest, RecognizeBatchResponse,
-    RecognizeRequest, RecognizeResponse, RemovePersonRequest, RemovePersonResponse,
-};
+use std::sync::Arc;
+
+use facewire_processor::WorkConfig;
 use facewire_queue::{Headers, MemoryQueue, WorkQueue};
-use facewire_server::{CancellationToken, GrpcServer};
 use facewire_storage::{ImageRecord, ImageStatus, NewImage, Store, StoreOptions};
-use tonic::{Request, Response, Status};
-
-/// Recognition's request limit by default.
-const MESSAGE_LIMIT: usize = facewire_config::DEFAULT_RECOGNITION_MAX_MESSAGE_BYTES;
-
-/// A recognition service that finds no face; it can cut its first calls short.
-#[derive(Default, Clone)]
-struct Stand {
-    calls: Arc<AtomicUsize>,
-    /// The first this many calls end with this status.
-    fail_first: usize,
-    failure: Option<(tonic::Code, &'static str)>,
-    /// Images per call answered.
-    answered: Arc<Mutex<Vec<usize>>>,
-}
-
-#[tonic::async_trait]
-impl RecognitionService for Stand {
-    async fn recognize(
-        &self,
-        _: Request<RecognizeRequest>,
-    ) -> Result<Response<RecognizeResponse>, Status> {
-        Err(Status::unimplemented("stand-in"))
-    }
-
-    async fn recognize_batch(
-        &self,
-        request: Request<RecognizeBatchRequest>,
-    ) -> Result<Response<RecognizeBatchResponse>, Status> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if let Some((code, message)) = self.failure {
-            if n < self.fail_first {
-                return Err(Status::new(code, message));
-            }
-        }
-        let images = request.into_inner().images;
-        self.answered.lock().unwrap().push(images.len());
-        let results = images
-            .into_iter()
-            .map(|image| BatchResult {
-                key: image.key,
-                outcome: Some(batch_result::Outcome::Faces(RecognizeResponse::default())),
-            })
-            .collect();
-        Ok(Response::new(RecognizeBatchResponse { results }))
-    }
-
-    async fn enroll(&self, _: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
-        Err(Status::unimplemented("stand-in"))
-    }
-
-    async fn list_people(
-        &self,
-        _: Request<ListPeopleRequest>,
-    ) -> Result<Response<ListPeopleResponse>, Status> {
-        Err(Status::unimplemented("stand-in"))
-    }
-
-    async fn remove_person(
-        &self,
-        _: Request<RemovePersonRequest>,
-    ) -> Result<Response<RemovePersonResponse>, Status> {
-        Err(Status::unimplemented("stand-in"))
-    }
-
-    async fn list_faces(
-        &self,
-        _: Request<ListFacesRequest>,
-    ) -> Result<Response<ListFacesResponse>, Status> {
-        Err(Status::unimplemented("stand-in"))
-    }
-}
-
-/// Serves `stand` like recognition does; returns its URL.
-async fn serve(stand: Stand, shutdown: CancellationToken) -> String {
-    let api = RecognitionServiceServer::new(stand).max_decoding_message_size(MESSAGE_LIMIT);
-    let grpc = GrpcServer::new()
-        .max_message_bytes(MESSAGE_LIMIT)
-        .add_service(api);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(grpc.serve(listener, shutdown));
-    url
-}
+use support::{run_until_finished, Stand};
 
 /// Images of the given sizes, recorded and queued; then a processor over them runs until
 /// every image is finished, and their records are returned.
@@ -148,34 +53,7 @@ async fn process_with(
         .collect();
     queue.publish(&ids, &Headers::new()).await.unwrap();
 
-    let shutdown = CancellationToken::new();
-    let recognition_url = serve(stand, shutdown.clone()).await;
-    let mut config = WorkConfig {
-        recognition_url,
-        ..facewire_config::declared_defaults()
-    };
-    tweak(&mut config);
-    let processor = Processor::new(store.clone(), queue, images.path(), config).unwrap();
-    let running = tokio::spawn(processor.run(shutdown.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let records = loop {
-        let records = store.get_many(ids.clone()).await.unwrap();
-        if records.iter().all(|r| r.status.is_terminal()) {
-            break records;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not finished: {:?}",
-            records
-                .iter()
-                .map(|r| (r.id, r.status, r.last_error.clone()))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    shutdown.cancel();
-    let _ = running.await;
-    records
+    run_until_finished(&store, queue, images.path(), stand, tweak, &ids).await
 }
 
 fn assert_none_failed(records: &[ImageRecord]) {

@@ -19,6 +19,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use facewire_resilience::Backoff;
 
 pub mod memory;
 pub mod rabbitmq;
@@ -178,8 +179,8 @@ pub async fn open(url: Option<&str>, queue_name: &str) -> Result<Arc<dyn WorkQue
 }
 
 /// A consumer that outlives broker outages: when subscribing or receiving fails with
-/// [`QueueError::Unavailable`], it waits (exponential backoff, reset after each
-/// delivery) and subscribes again, for as long as it takes. Other errors, such as
+/// [`QueueError::Unavailable`], it waits (facewire-resilience's exponential backoff with
+/// jitter, reset after each delivery) and subscribes again, for as long as it takes. Other errors, such as
 /// [`QueueError::Closed`], are returned.
 ///
 /// Deliveries taken before an outage may fail to settle afterwards; the broker has
@@ -187,28 +188,25 @@ pub async fn open(url: Option<&str>, queue_name: &str) -> Result<Arc<dyn WorkQue
 pub struct ResubscribingConsumer {
     queue: Arc<dyn WorkQueue>,
     prefetch: u16,
-    initial_backoff: Duration,
-    max_backoff: Duration,
+    backoff: Backoff,
     current: Option<Box<dyn Consumer>>,
 }
 
 impl ResubscribingConsumer {
     /// Subscribes lazily, on the first `next()`, with at most `prefetch` unacknowledged
-    /// deliveries; backoff from 100 ms up to 5 s.
+    /// deliveries; backoff from 100 ms up to 5 s (plus jitter).
     pub fn new(queue: Arc<dyn WorkQueue>, prefetch: u16) -> Self {
         Self {
             queue,
             prefetch,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             current: None,
         }
     }
 
-    /// Sets the first and the longest wait between attempts.
+    /// Sets the first and the longest wait between attempts (before jitter).
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max.max(initial);
+        self.backoff = Backoff::new(initial, max);
         self
     }
 }
@@ -216,16 +214,16 @@ impl ResubscribingConsumer {
 #[async_trait]
 impl Consumer for ResubscribingConsumer {
     async fn next(&mut self) -> Result<Delivery, QueueError> {
-        let mut backoff = self.initial_backoff;
+        let mut pauses = self.backoff.delays();
         loop {
             let consumer = match &mut self.current {
                 Some(consumer) => consumer,
                 None => match self.queue.consume(self.prefetch).await {
                     Ok(consumer) => self.current.insert(consumer),
                     Err(QueueError::Unavailable(reason)) => {
-                        tracing::warn!(%reason, ?backoff, "queue unavailable; will subscribe again");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(self.max_backoff);
+                        let pause = pauses.next().unwrap_or_default();
+                        tracing::warn!(%reason, ?pause, "queue unavailable; will subscribe again");
+                        tokio::time::sleep(pause).await;
                         continue;
                     }
                     Err(other) => return Err(other),
@@ -238,8 +236,7 @@ impl Consumer for ResubscribingConsumer {
                     self.current = None;
                     // Wait before resubscribing too, so a broker that accepts and then
                     // drops subscriptions is not hammered.
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.max_backoff);
+                    tokio::time::sleep(pauses.next().unwrap_or_default()).await;
                 }
                 Err(other) => return Err(other),
             }

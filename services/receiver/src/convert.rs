@@ -1,6 +1,5 @@
 //! Between storage records, ingest results and the wire types.
 
-use facewire_config::PathError;
 use facewire_proto::v1 as pb;
 use facewire_server::wire::{assigned_to_pb, bbox_to_pb, timestamp};
 use facewire_storage::{ImageFace, ImageRecord, ImageStatus};
@@ -66,18 +65,10 @@ pub fn image_to_pb(r: &ImageRecord) -> pb::Image {
     }
 }
 
-/// The wire code for a refused path.
-pub fn path_error_code(e: &PathError) -> pb::SubmitErrorCode {
-    match e {
-        PathError::Invalid(_) => pb::SubmitErrorCode::InvalidPath,
-        PathError::OutsideRoot(_) => pb::SubmitErrorCode::OutsideRoot,
-        PathError::NotFound(_) => pb::SubmitErrorCode::NotFound,
-        PathError::NotAFile(_) => pb::SubmitErrorCode::NotAFile,
-        PathError::Empty(_) => pb::SubmitErrorCode::EmptyFile,
-        PathError::TooLarge { .. } => pb::SubmitErrorCode::TooLarge,
-        PathError::Unreadable { .. } => pb::SubmitErrorCode::Unreadable,
-    }
-}
+/// The wire code for a refused path, and the status of a refused legacy submission
+/// (with the precise code in metadata and `google.rpc` details): one mapping, in
+/// `facewire_server::status`.
+pub use facewire_server::status::{path_error_code, path_error_status};
 
 /// One batch item on the wire.
 pub fn item_to_pb(path: String, item: &ItemResult) -> pb::SubmitResult {
@@ -95,25 +86,6 @@ pub fn item_to_pb(path: String, item: &ItemResult) -> pb::SubmitResult {
     }
 }
 
-/// The gRPC status for a refused path on the legacy single-image RPC, carrying the
-/// precise code in metadata so the client library can rebuild the per-item error.
-pub fn path_error_status(e: &PathError) -> tonic::Status {
-    let code = path_error_code(e);
-    let grpc = match e {
-        PathError::NotFound(_) => tonic::Code::NotFound,
-        PathError::OutsideRoot(_) => tonic::Code::PermissionDenied,
-        PathError::Unreadable { .. } => tonic::Code::FailedPrecondition,
-        _ => tonic::Code::InvalidArgument,
-    };
-    let mut status = tonic::Status::new(grpc, e.to_string());
-    if let Ok(v) = code.as_str_name().parse() {
-        status
-            .metadata_mut()
-            .insert(facewire_proto::SUBMIT_ERROR_CODE_METADATA, v);
-    }
-    status
-}
-
 /// The one mapping from storage errors to gRPC status codes.
 pub use facewire_server::store_status;
 
@@ -121,7 +93,7 @@ impl From<IngestError> for tonic::Status {
     fn from(e: IngestError) -> Self {
         match &e {
             IngestError::EmptyBatch | IngestError::BatchTooLarge { .. } => {
-                tonic::Status::invalid_argument(e.to_string())
+                facewire_server::status::invalid_argument("paths", e.to_string())
             }
             IngestError::Store(s) => store_status(s),
         }
@@ -131,6 +103,7 @@ impl From<IngestError> for tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use facewire_config::PathError;
 
     #[test]
     fn statuses_round_trip() {

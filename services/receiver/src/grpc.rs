@@ -3,14 +3,15 @@
 use std::{collections::HashSet, pin::Pin};
 
 use facewire_proto::v1::{self as pb, image_service_server::ImageService};
+use facewire_server::status::{invalid_argument, not_found};
 use futures::Stream;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::{
     convert::{image_to_pb, item_to_pb, path_error_status, status_from_pb, store_status},
     ingest::{Ingest, ItemResult},
-    watch::ChangeFeed,
+    watch::{ChangeFeed, Cursor, Watcher},
 };
 
 const DEFAULT_PAGE: i64 = 50;
@@ -52,16 +53,25 @@ impl ImageService for ImageApi {
         &self,
         request: Request<pb::WatchImagesRequest>,
     ) -> Result<Response<Self::WatchImagesStream>, Status> {
-        let ids = request.into_inner().ids;
+        let pb::WatchImagesRequest { ids, cursor } = request.into_inner();
         if ids.len() > self.max_watch {
-            return Err(Status::invalid_argument(format!(
-                "watching {} ids; the limit is {} (FACEWIRE_MAX_BATCH)",
-                ids.len(),
-                self.max_watch
-            )));
+            return Err(invalid_argument(
+                "ids",
+                format!(
+                    "watching {} ids; the limit is {} (FACEWIRE_MAX_BATCH)",
+                    ids.len(),
+                    self.max_watch
+                ),
+            ));
         }
-        // Subscribe before reading the current state, so no change falls in between.
-        let mut changes = self.feed.subscribe();
+        let resume = if cursor.is_empty() {
+            None
+        } else {
+            Some(Cursor::parse(&cursor).map_err(|e| invalid_argument("cursor", e.to_string()))?)
+        };
+        // Subscribe before reading anything, so no change falls in between; the watcher
+        // drops live events that the reads already delivered.
+        let changes = self.feed.subscribe();
         let store = self.ingest.store().clone();
         let mut open: Option<HashSet<i64>> = None;
         let mut initial = Vec::new();
@@ -77,79 +87,39 @@ impl ImageService for ImageApi {
                 .map(|id| id.to_string())
                 .collect();
             if !missing.is_empty() {
-                return Err(Status::not_found(format!(
-                    "no image with id {}",
-                    missing.join(", ")
-                )));
+                let missing = missing.join(", ");
+                return Err(not_found(
+                    "image",
+                    &missing,
+                    format!("no image with id {missing}"),
+                ));
             }
+            // Still owed to the client: images not yet terminal, and (when resuming)
+            // those that changed after its cursor, which the replay sends.
             open = Some(
                 records
                     .iter()
-                    .filter(|r| !r.status.is_terminal())
+                    .filter(|r| !r.status.is_terminal() || resume.is_some_and(|c| !c.covers(r)))
                     .map(|r| r.id)
                     .collect(),
             );
-            initial = records;
+            // A resuming client has these records as of its cursor: it gets what changed.
+            if resume.is_none() {
+                initial = records;
+            }
         }
         let (tx, rx) = mpsc::channel(256);
-        let closed = self.feed.closed();
-        tokio::spawn(async move {
-            let send = |r: &facewire_storage::ImageRecord| {
+        let watcher = Watcher::new(store, changes, open, resume);
+        tokio::spawn(
+            watcher.run(initial, self.feed.closed(), move |record, cursor| {
                 let tx = tx.clone();
                 let msg = pb::WatchImagesResponse {
-                    image: Some(image_to_pb(r)),
+                    image: Some(image_to_pb(&record)),
+                    cursor: cursor.encode(),
                 };
                 async move { tx.send(Ok(msg)).await.is_ok() }
-            };
-            for r in &initial {
-                if !send(r).await {
-                    return;
-                }
-            }
-            loop {
-                if open.as_ref().is_some_and(|o| o.is_empty()) {
-                    return; // every watched image is terminal
-                }
-                let next = tokio::select! {
-                    _ = closed.cancelled() => return,
-                    r = changes.recv() => r,
-                };
-                let record = match next {
-                    Ok(r) => r,
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "watcher lagged; re-reading its images");
-                        if let Some(o) = &open {
-                            let ids: Vec<i64> = o.iter().copied().collect();
-                            if let Ok(records) = store.get_many(ids).await {
-                                for r in records {
-                                    if r.status.is_terminal() {
-                                        if let Some(o) = open.as_mut() {
-                                            o.remove(&r.id);
-                                        }
-                                    }
-                                    if !send(&r).await {
-                                        return;
-                                    }
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                if let Some(o) = open.as_mut() {
-                    if !o.contains(&record.id) {
-                        continue;
-                    }
-                    if record.status.is_terminal() {
-                        o.remove(&record.id);
-                    }
-                }
-                if !send(&record).await {
-                    return;
-                }
-            }
-        });
+            }),
+        );
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -210,7 +180,11 @@ impl ImageService for ImageApi {
             Some(rec) => Ok(Response::new(pb::GetImageResponse {
                 image: Some(image_to_pb(&rec)),
             })),
-            None => Err(Status::not_found(format!("no image with id {id}"))),
+            None => Err(not_found(
+                "image",
+                &id.to_string(),
+                format!("no image with id {id}"),
+            )),
         }
     }
 
@@ -222,9 +196,10 @@ impl ImageService for ImageApi {
         let limit = match req.page_size {
             0 => DEFAULT_PAGE,
             n if n < 0 => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size is {n}; it must be between 0 and {MAX_PAGE}"
-                )))
+                return Err(invalid_argument(
+                    "page_size",
+                    format!("page_size is {n}; it must be between 0 and {MAX_PAGE}"),
+                ))
             }
             n => i64::from(n).min(MAX_PAGE),
         };
@@ -232,15 +207,16 @@ impl ImageService for ImageApi {
             None
         } else {
             Some(req.page_token.parse::<i64>().map_err(|_| {
-                Status::invalid_argument("page_token is not one this server issued")
+                invalid_argument("page_token", "page_token is not one this server issued")
             })?)
         };
         let status = pb::ImageStatus::try_from(req.status)
-            .map_err(|_| Status::invalid_argument(format!("unknown status {}", req.status)))?;
+            .map_err(|_| invalid_argument("status", format!("unknown status {}", req.status)))?;
         if req.person_ids.len() > MAX_PEOPLE_FILTER || req.person_ids.iter().any(|p| *p <= 0) {
-            return Err(Status::invalid_argument(format!(
-                "person_ids must be at most {MAX_PEOPLE_FILTER} positive ids"
-            )));
+            return Err(invalid_argument(
+                "person_ids",
+                format!("person_ids must be at most {MAX_PEOPLE_FILTER} positive ids"),
+            ));
         }
         let filter = facewire_storage::ImageFilter {
             status: status_from_pb(status),

@@ -164,7 +164,11 @@ where
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BODY_TOO_LARGE",
-                format!("{} (FACEWIRE_MAX_MESSAGE_BYTES)", e.body_text()),
+                format!(
+                    "{} ({})",
+                    e.body_text(),
+                    facewire_config::env_var::<crate::Limits>("max_message_bytes")
+                ),
             )
         })?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {

@@ -123,7 +123,11 @@ impl Receiver {
         // With a token configured, every ImageService call needs it: reads reveal paths
         // and the people in them. Health and reflection are other services: open.
         let api = tower::Layer::layer(&AuthLayer::grpc_all(config.auth.token()), api);
-        let grpc = GrpcServer::new().add_service(api).tls(tls.clone());
+        let grpc = GrpcServer::new()
+            .add_service(api)
+            .max_message_bytes(config.limits.max_message_bytes)
+            .message_limit_setting(facewire_config::env_var::<Limits>("max_message_bytes"))
+            .tls(tls.clone());
         let http = http::routes(ingest, batch_api, config.limits.max_message_bytes)
             .route_layer(AuthLayer::http(config.auth.token()))
             .merge(facewire_telemetry::metrics_router())

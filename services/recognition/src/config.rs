@@ -7,7 +7,7 @@ use facewire_config::{AuthConfig, DrainConfig, StorageConfig, TlsConfig};
 
 use crate::{
     engine::{EngineKind, EngineOptions},
-    image::{ImageLimits, OversizePolicy},
+    image::{ImageLimits, OversizePolicy, DEFAULT_DECODE_BUDGET_MIB},
     DetectorOptions, RecognizerOptions, DEFAULT_MATCH_THRESHOLD,
 };
 
@@ -87,6 +87,17 @@ pub struct RecognizerArgs {
     /// Above the pixel limit: `refuse`, or `downscale` (JPEG only, decoded at 1/2–1/8).
     #[arg(long, env = "FACEWIRE_OVERSIZE", default_value = "refuse")]
     pub oversize: OversizePolicy,
+
+    /// Decoded image bytes (MiB) held at once by the whole process, counted from each
+    /// header before decoding; images beyond it wait in a queue. The default keeps the
+    /// service under 1 GiB RSS however small the files carrying huge images are.
+    #[arg(long, env = "FACEWIRE_DECODE_BUDGET_MIB", default_value_t = DEFAULT_DECODE_BUDGET_MIB)]
+    pub decode_budget_mib: u64,
+
+    /// Longest wait, in seconds, for the decode budget; an image still waiting is refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FACEWIRE_DECODE_WAIT_SECONDS", default_value_t = 30.0)]
+    pub decode_wait_seconds: f64,
 }
 
 impl RecognizerArgs {
@@ -107,6 +118,9 @@ impl RecognizerArgs {
             max_bytes: self.max_image_bytes,
             max_pixels: self.max_pixels,
             oversize: self.oversize,
+            decode_budget_bytes: self.decode_budget_mib.max(1).saturating_mul(1 << 20),
+            decode_wait: Duration::try_from_secs_f64(self.decode_wait_seconds.max(0.0))
+                .unwrap_or(Duration::MAX),
         };
         options
     }
@@ -203,5 +217,15 @@ mod tests {
         assert_eq!((o.match_threshold, o.workers), (0.5, 3));
         assert_eq!(o.limits.oversize, OversizePolicy::Downscale);
         assert!(Cli::try_parse_from(["x", "--oversize", "shrink"]).is_err());
+        let cli = Cli::parse_from([
+            "x",
+            "--decode-budget-mib",
+            "64",
+            "--decode-wait-seconds",
+            "2.5",
+        ]);
+        let o = cli.config.recognizer.options();
+        assert_eq!(o.limits.decode_budget_bytes, 64 << 20);
+        assert_eq!(o.limits.decode_wait, Duration::from_millis(2500));
     }
 }

@@ -8,6 +8,7 @@ use pb::recognition_service_server::RecognitionService;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    image::AdmissionError,
     roster::{EnrolledFace, Roster, RosterError},
     Detection, ImageError, RecognizedFace,
 };
@@ -33,6 +34,60 @@ impl RecognitionApi {
             )));
         }
         Ok(())
+    }
+
+    /// Waits for `image`'s share of the decode budget, then recognises it. The share is
+    /// taken before decoding, so images over the budget queue as encoded bytes.
+    async fn recognize_within_budget(
+        &self,
+        image: Vec<u8>,
+    ) -> Result<Vec<RecognizedFace>, AdmissionError> {
+        let permit = self
+            .roster
+            .recognizer()
+            .decode_budget()
+            .admit(&image)
+            .await?;
+        let faces = self.roster.recognize(image).await;
+        drop(permit);
+        Ok(faces?)
+    }
+}
+
+impl From<AdmissionError> for Status {
+    fn from(e: AdmissionError) -> Self {
+        match e {
+            AdmissionError::NeverFits { .. } | AdmissionError::Busy { .. } => {
+                Status::resource_exhausted(e.to_string())
+            }
+            AdmissionError::Image(e) => image_status(e),
+        }
+    }
+}
+
+/// The status of a Recognize call whose image failed: the client's fault unless the
+/// analysis itself failed, whose details (OpenCV's text) stay in the log.
+fn image_status(e: ImageError) -> Status {
+    match e {
+        ImageError::Analysis(detail) => {
+            tracing::warn!("face analysis failed: {detail}");
+            Status::internal("face analysis failed inside the recognition service")
+        }
+        e => Status::invalid_argument(e.to_string()),
+    }
+}
+
+/// The per-image form of an admission failure inside a batch.
+fn admission_error_to_proto(e: &AdmissionError) -> pb::ImageError {
+    let code = match e {
+        AdmissionError::NeverFits { .. } => pb::ImageErrorCode::TooLarge,
+        // Transient: the budget frees as other images finish.
+        AdmissionError::Busy { .. } => pb::ImageErrorCode::Busy,
+        AdmissionError::Image(e) => return image_error_to_proto(e),
+    };
+    pb::ImageError {
+        code: code as i32,
+        message: e.to_string(),
     }
 }
 
@@ -71,7 +126,8 @@ pub fn face_to_proto(face: &RecognizedFace) -> pb::Face {
     }
 }
 
-/// The protobuf form of a per-image error.
+/// The protobuf form of a per-image error. An analysis failure's detail (OpenCV's
+/// text) is logged, not sent.
 pub fn image_error_to_proto(e: &ImageError) -> pb::ImageError {
     let code = match e {
         ImageError::Empty => pb::ImageErrorCode::Empty,
@@ -81,9 +137,16 @@ pub fn image_error_to_proto(e: &ImageError) -> pb::ImageError {
         ImageError::Analysis(_) => pb::ImageErrorCode::AnalysisFailed,
         ImageError::Drawn(_) => pb::ImageErrorCode::Unspecified,
     };
+    let message = match e {
+        ImageError::Analysis(detail) => {
+            tracing::warn!("face analysis failed: {detail}");
+            "face analysis failed inside the recognition service (retrying may help)".into()
+        }
+        e => e.to_string(),
+    };
     pb::ImageError {
         code: code as i32,
-        message: e.to_string(),
+        message,
     }
 }
 
@@ -109,11 +172,8 @@ impl RecognitionService for RecognitionApi {
         request: Request<pb::RecognizeRequest>,
     ) -> Result<Response<pb::RecognizeResponse>, Status> {
         let image = request.into_inner().image;
-        match self.roster.recognize(image).await {
-            Ok(faces) => Ok(Response::new(faces_response(&faces))),
-            Err(ImageError::Analysis(m)) => Err(Status::internal(m)),
-            Err(e) => Err(Status::invalid_argument(e.to_string())),
-        }
+        let faces = self.recognize_within_budget(image).await?;
+        Ok(Response::new(faces_response(&faces)))
     }
 
     async fn recognize_batch(
@@ -122,11 +182,12 @@ impl RecognitionService for RecognitionApi {
     ) -> Result<Response<pb::RecognizeBatchResponse>, Status> {
         let images = request.into_inner().images;
         self.check_batch(images.len())?;
-        // All at once: the recognizer's worker pool bounds how many run in parallel.
+        // All at once: the decode budget bounds how many are decoded, the recognizer's
+        // worker pool how many are analysed, in parallel.
         let results = futures::future::join_all(images.into_iter().map(|item| async move {
-            let outcome = match self.roster.recognize(item.image).await {
+            let outcome = match self.recognize_within_budget(item.image).await {
                 Ok(faces) => pb::batch_result::Outcome::Faces(faces_response(&faces)),
-                Err(e) => pb::batch_result::Outcome::Error(image_error_to_proto(&e)),
+                Err(e) => pb::batch_result::Outcome::Error(admission_error_to_proto(&e)),
             };
             pb::BatchResult {
                 key: item.key,

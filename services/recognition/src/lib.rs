@@ -37,13 +37,13 @@ use facewire_server::{
 use facewire_storage::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
 
+pub use self::image::{ImageLimits, OversizePolicy};
 pub use config::{RecognitionConfig, RecognizerArgs};
 pub use detect::{Detection, DetectorOptions};
 pub use embed::{Embedding, EMBEDDING_DIM};
 pub use engine::{Engine, EngineError, EngineKind, EngineOptions};
 pub use gallery::{BestMatch, Gallery, GalleryFace};
 pub use grpc::RecognitionApi;
-pub use image::{ImageLimits, OversizePolicy};
 pub use people::{People, PeopleError, PersonRef};
 pub use people_grpc::PeopleApi;
 pub use recognizer::{
@@ -183,6 +183,9 @@ impl Recognition {
             People::new(roster.clone(), image_root).with_face_index(faces, config.grouping);
         let grpc = GrpcServer::new()
             .max_message_bytes(config.max_message_bytes)
+            .message_limit_setting(facewire_config::env_var::<RecognitionConfig>(
+                "max_message_bytes",
+            ))
             .tls(tls.clone());
         let grpc = add_services(
             grpc,

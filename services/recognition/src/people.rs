@@ -8,7 +8,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use facewire_config::ImageRoot;
+use facewire_config::{ImageRoot, PathError};
 use facewire_server::CancellationToken;
 use facewire_storage::{
     faces::Rematch, now_millis, DetectedFace, EditError, FaceRecord, JobKind, JobState,
@@ -48,6 +48,29 @@ impl From<StoreError> for PeopleError {
     fn from(e: StoreError) -> Self {
         PeopleError::Edit(EditError::Store(e))
     }
+}
+
+/// The image file `raw` names under `root`, read from the handle [`ImageRoot::open`]
+/// checked (opened without blocking or following a final symlink, then checked to be a
+/// regular file inside the root), never reopened by path: a file swapped for a FIFO
+/// after a check by path would block the read, and so the call, for ever.
+async fn read_image(root: Arc<ImageRoot>, raw: String) -> Result<Vec<u8>, PathError> {
+    tokio::task::spawn_blocking(move || {
+        let (checked, mut file) = root.open(&raw)?;
+        let mut bytes = Vec::with_capacity(checked.size as usize);
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| PathError::Unreadable {
+            path: raw.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(bytes)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(PathError::Unreadable {
+            path: String::new(),
+            reason: format!("read task failed: {e}"),
+        })
+    })
 }
 
 /// What a re-match did.
@@ -293,7 +316,7 @@ impl People {
             PersonRef::Id(id) => Ok(*id),
             PersonRef::Name(name) => {
                 let name = validate_name(name)?;
-                Ok(self.roster.store().person_for_name(name).await?.0)
+                Ok(self.roster.store().person_for_name(&name).await?.0)
             }
         }
     }
@@ -332,7 +355,7 @@ impl People {
         mut update: facewire_storage::PersonUpdate,
     ) -> Result<PersonRecord, PeopleError> {
         if let Some(name) = &update.name {
-            update.name = Some(validate_name(name)?.to_string());
+            update.name = Some(validate_name(name)?);
         }
         let record = self.roster.store().update_person(id, update).await?;
         self.roster.refresh().await?;
@@ -382,12 +405,9 @@ impl People {
             .get(image_id)
             .await?
             .ok_or(EditError::NoImage(image_id))?;
-        let checked = root
-            .check(&image.path)
-            .map_err(|e| PeopleError::Unsupported(format!("image {image_id}: {e}")))?;
-        let bytes = tokio::fs::read(&checked.resolved)
+        let bytes = read_image(root.clone(), image.path)
             .await
-            .map_err(|e| PeopleError::Unsupported(format!("image {image_id} unreadable: {e}")))?;
+            .map_err(|e| PeopleError::Unsupported(format!("image {image_id}: {e}")))?;
         let recognizer = self.roster.recognizer().clone();
         let face = tokio::task::spawn_blocking(move || recognizer.drawn_face(&bytes, bbox))
             .await
@@ -541,5 +561,118 @@ impl People {
             }
         }
         Ok(Some(job.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        path::Path,
+        sync::atomic::{AtomicBool, Ordering},
+    };
+
+    use super::*;
+
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo {}", path.display());
+    }
+
+    /// Lets any open() blocked on the FIFO `fifo` return (a writer arrives).
+    fn release_readers(fifo: &Path) {
+        let fifo = fifo.to_path_buf();
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            }
+        });
+    }
+
+    async fn read_within(root: &Arc<ImageRoot>, raw: &str) -> Option<Result<Vec<u8>, PathError>> {
+        tokio::time::timeout(Duration::from_secs(5), read_image(root.clone(), raw.into()))
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn drawn_faces_read_only_regular_files_inside_the_root() {
+        let (dir, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(dir.path().join("a.jpg"), b"jpeg bytes").unwrap();
+        mkfifo(&outside.path().join("pipe.jpg"));
+        std::fs::write(outside.path().join("secret.jpg"), b"secret").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("pipe.jpg"), dir.path().join("pipe.jpg"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.jpg"), dir.path().join("s.jpg"))
+            .unwrap();
+        let root = Arc::new(ImageRoot::new(dir.path(), 1 << 20).unwrap());
+        assert_eq!(
+            read_within(&root, "a.jpg").await.unwrap().unwrap(),
+            b"jpeg bytes"
+        );
+        for raw in ["pipe.jpg", "s.jpg"] {
+            let got = read_within(&root, raw).await;
+            if got.is_none() {
+                release_readers(&outside.path().join("pipe.jpg"));
+            }
+            assert!(
+                matches!(got, Some(Err(PathError::OutsideRoot(_)))),
+                "{raw}: {got:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_swapped_for_a_fifo_never_blocks_a_drawn_face() {
+        let (dir, keep) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dir_path = dir.path().to_path_buf();
+        // One FIFO under a name of its own, so readers stuck on it can be let go.
+        let fifo = keep.path().join("keep.fifo");
+        mkfifo(&fifo);
+        std::fs::write(dir_path.join("photo.jpg"), b"jpeg").unwrap();
+        let root = Arc::new(ImageRoot::new(&dir_path, 1 << 20).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, fifo, dir) = (stop.clone(), fifo.clone(), dir_path.clone());
+            std::thread::spawn(move || {
+                let file = dir.join(".file");
+                std::fs::write(&file, b"jpeg").unwrap();
+                let (file_tmp, fifo_tmp) = (dir.join(".file.tmp"), dir.join(".fifo.tmp"));
+                while !stop.load(Ordering::Relaxed) {
+                    std::fs::hard_link(&file, &file_tmp).unwrap();
+                    std::fs::rename(&file_tmp, dir.join("photo.jpg")).unwrap();
+                    std::fs::hard_link(&fifo, &fifo_tmp).unwrap();
+                    std::fs::rename(&fifo_tmp, dir.join("photo.jpg")).unwrap();
+                }
+            })
+        };
+        let (mut read, mut refused, mut hung) = (0, 0, false);
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            match read_within(&root, "photo.jpg").await {
+                Some(Ok(bytes)) => {
+                    assert_eq!(bytes, b"jpeg");
+                    read += 1;
+                }
+                Some(Err(PathError::NotAFile(_) | PathError::NotFound(_))) => refused += 1,
+                Some(Err(e)) => panic!("unexpected refusal {e:?}"),
+                None => {
+                    hung = true;
+                    break;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        if hung {
+            release_readers(&fifo);
+        }
+        assert!(
+            !hung,
+            "a read blocked on the FIFO (after {read} read, {refused} refused)"
+        );
+        assert!(read > 0 && refused > 0, "{read} read, {refused} refused");
     }
 }

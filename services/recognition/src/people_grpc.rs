@@ -77,7 +77,10 @@ pub fn face_to_pb(f: &FaceRecord) -> pb::FaceRecord {
         person_id: f.person_id.unwrap_or_default(),
         person_name: f.person_name.clone().unwrap_or_default(),
         assigned: assigned_to_pb(f.assigned) as i32,
-        similarity: f.similarity.unwrap_or_default(),
+        // Stored similarities come from the face index, whose float sums can land a
+        // hair outside [-1, 1] (1.0000001 for a face with itself); a cosine is shown
+        // as one.
+        similarity: f.similarity.unwrap_or_default().clamp(-1.0, 1.0),
         r#box: f.bbox.map(bbox_to_pb),
         landmarks: f
             .landmarks
@@ -635,5 +638,32 @@ impl PeopleService for PeopleApi {
             .decline_merge(req.person_id, req.other_person_id)
             .await?;
         Ok(Response::new(pb::DeclineMergeSuggestionResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn face_similarities_leave_as_cosines() {
+        let face = |similarity| FaceRecord {
+            id: 1,
+            image_id: Some(2),
+            image_path: None,
+            person_id: Some(3),
+            person_name: None,
+            assigned: Some(facewire_storage::Assigned::Auto),
+            similarity: Some(similarity),
+            bbox: None,
+            landmarks: Vec::new(),
+            detection_score: None,
+            quality: None,
+            source: FaceSource::Detected,
+            has_crop: false,
+        };
+        assert_eq!(face_to_pb(&face(1.000_000_1)).similarity, 1.0);
+        assert_eq!(face_to_pb(&face(-1.000_000_1)).similarity, -1.0);
+        assert_eq!(face_to_pb(&face(0.75)).similarity, 0.75);
     }
 }

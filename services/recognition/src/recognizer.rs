@@ -16,7 +16,7 @@ use crate::{
     embed::{Embedder, Embedding},
     engine::{Engine, EngineOptions, Models},
     gallery::{BestMatch, Gallery},
-    image::{decode, ImageLimits},
+    image::{decode, DecodeBudget, ImageLimits},
     ImageError, RecognitionError,
 };
 
@@ -111,6 +111,7 @@ pub struct Recognizer {
     next: AtomicUsize,
     gallery: RwLock<Arc<Gallery>>,
     limits: ImageLimits,
+    decode_budget: DecodeBudget,
     match_threshold: f32,
 }
 
@@ -158,6 +159,7 @@ impl Recognizer {
             next: AtomicUsize::new(0),
             gallery: RwLock::new(Arc::new(Gallery::default())),
             limits: options.limits,
+            decode_budget: DecodeBudget::new(&options.limits),
             match_threshold: options.match_threshold,
         })
     }
@@ -180,6 +182,12 @@ impl Recognizer {
     /// The image limits in force.
     pub fn limits(&self) -> &ImageLimits {
         &self.limits
+    }
+
+    /// The decoded bytes this process may hold at once: callers that decode on request
+    /// (the gRPC service) take a share before calling [`recognize`](Self::recognize).
+    pub fn decode_budget(&self) -> &DecodeBudget {
+        &self.decode_budget
     }
 
     /// The current gallery snapshot.

@@ -31,7 +31,7 @@ pub enum RosterError {
         /// The name as given.
         name: String,
         /// What is wrong and what is allowed.
-        reason: &'static str,
+        reason: facewire_storage::names::NameError,
     },
     /// Nobody by that name is enrolled.
     #[error("nobody named {0:?} is enrolled")]
@@ -45,35 +45,17 @@ pub enum RosterError {
 }
 
 /// Longest accepted name, in characters.
-pub const MAX_NAME_CHARS: usize = 100;
+pub use facewire_storage::names::MAX_NAME_CHARS;
 
-/// Checks a person's name: 1–100 characters of letters, digits, spaces, `-`, `_`, `.`,
-/// `'`, not starting with `.` or a space — so it is safe as a file name and in logs.
-/// Returns the name trimmed of surrounding spaces.
-pub fn validate_name(name: &str) -> Result<&str, RosterError> {
-    let invalid = |reason| RosterError::InvalidName {
+/// Checks and normalises a person's name ([`facewire_storage::names::normalize_name`]:
+/// NFKC, trimmed, inner white space collapsed; 1–100 letters, digits, spaces, `-`, `_`,
+/// `.`, `'`, not starting with `.`, letters of one script), so it is safe as a file
+/// name and in logs and never a look-alike of another name. Returns the normalised name.
+pub fn validate_name(name: &str) -> Result<String, RosterError> {
+    facewire_storage::names::normalize_name(name).map_err(|reason| RosterError::InvalidName {
         name: name.to_string(),
         reason,
-    };
-    let trimmed = name.trim();
-    if trimmed.is_empty() {
-        return Err(invalid("a name must not be empty"));
-    }
-    if trimmed.chars().count() > MAX_NAME_CHARS {
-        return Err(invalid("a name must be at most 100 characters"));
-    }
-    if trimmed.starts_with('.') {
-        return Err(invalid("a name must not start with '.'"));
-    }
-    if !trimmed
-        .chars()
-        .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | '\''))
-    {
-        return Err(invalid(
-            "only letters, digits, spaces, '-', '_', '.' and '\\'' are allowed (no path characters)",
-        ));
-    }
-    Ok(trimmed)
+    })
 }
 
 /// A face stored by [`Roster::enroll`].
@@ -222,7 +204,7 @@ impl Roster {
         name: &str,
         images: Vec<Vec<u8>>,
     ) -> Result<Vec<EnrollResult>, RosterError> {
-        let name = validate_name(name)?.to_string();
+        let name = validate_name(name)?;
         let analyses = futures::future::join_all(images.into_iter().map(|bytes| {
             let recognizer = self.recognizer.clone();
             tokio::task::spawn_blocking(move || {
@@ -359,6 +341,15 @@ mod tests {
         }
         assert!(validate_name(&"x".repeat(101)).is_err());
         assert!(validate_name(&"x".repeat(100)).is_ok());
+        // Look-alike letters from another script are a different name: refused.
+        assert!(matches!(
+            validate_name("J\u{43e}hn"),
+            Err(RosterError::InvalidName {
+                reason: facewire_storage::names::NameError::MixedScripts,
+                ..
+            })
+        ));
+        assert_eq!(validate_name("John  Smith ").unwrap(), "John Smith");
     }
 
     #[test]

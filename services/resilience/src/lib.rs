@@ -9,17 +9,23 @@
 //! 2. retries of transient failures, drawn from a budget so retries never multiply load,
 //! 3. a circuit breaker (open after consecutive failures; one half-open probe),
 //! 4. a per-attempt timeout.
+//!
+//! [`ResilientClient`] puts every RPC of a generated client through one such stack, and
+//! [`Backoff`] is the one exponential backoff with jitter that every retry loop uses.
 
 use std::{
+    any::Any,
     future::Future,
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use facewire_proto::ClientOptions;
+use tokio::time::Instant;
 use tonic::transport::{channel::Change, Channel};
 use tower::{
     retry::budget::{Budget, TpsBudget},
@@ -43,6 +49,8 @@ pub struct ResilienceConfig {
     pub retry_min_per_sec: u32,
     /// Share of successful calls that may be retried.
     pub retry_ratio: f32,
+    /// Pauses between retries of one call.
+    pub retry_backoff: Backoff,
 }
 
 impl Default for ResilienceConfig {
@@ -55,7 +63,43 @@ impl Default for ResilienceConfig {
             max_retries: 2,
             retry_min_per_sec: 5,
             retry_ratio: 0.2,
+            retry_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
         }
+    }
+}
+
+/// Exponential backoff with jitter: the `n`-th pause is `min × 2ⁿ⁻¹`, capped at `max`,
+/// plus a random share (0–100 %) of itself, so clients that failed together do not
+/// retry together. The one backoff of facewire: every retry or reconnect loop asks it
+/// for its pauses.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    builder: ExponentialBuilder,
+}
+
+impl Backoff {
+    /// Pauses from `min` up to `max` (before jitter; `max` below `min` means `min`).
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            builder: ExponentialBuilder::new()
+                .with_min_delay(min)
+                .with_max_delay(max.max(min))
+                .with_factor(2.0)
+                .with_jitter()
+                .without_max_times(),
+        }
+    }
+
+    /// The endless sequence of pauses: start a new one after each success.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        self.builder.build()
+    }
+
+    /// The pause before the retry following the `attempt`-th failure (1 for the first;
+    /// 0 counts as 1).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let nth = attempt.clamp(1, 64) as usize - 1;
+        self.delays().nth(nth).unwrap_or_default()
     }
 }
 
@@ -189,6 +233,22 @@ where
     S::Response: Send + 'static,
     Req: Clone + Send + 'static,
 {
+    stack_with(svc, config, breaker, |_| true)
+}
+
+/// [`stack`], retrying only the requests for which `may_retry` says so.
+fn stack_with<S, Req>(
+    svc: S,
+    config: &ResilienceConfig,
+    breaker: BreakerLayer,
+    may_retry: fn(&Req) -> bool,
+) -> tower::util::BoxCloneSyncService<Req, S::Response, tonic::Status>
+where
+    S: Service<Req, Error = tonic::Status> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    Req: Clone + Send + 'static,
+{
     let budget = Arc::new(TpsBudget::new(
         Duration::from_secs(10),
         config.retry_min_per_sec,
@@ -200,7 +260,9 @@ where
         .layer(tower::retry::RetryLayer::new(RetryTransient {
             budget,
             left: config.max_retries,
-            backoff: Duration::from_millis(100),
+            done: 0,
+            backoff: config.retry_backoff,
+            may_retry,
         }))
         .layer(breaker)
         .map_err(
@@ -217,15 +279,29 @@ where
     tower::util::BoxCloneSyncService::new(svc)
 }
 
-/// Retries transient failures while the budget allows, with a growing pause.
-#[derive(Clone)]
-struct RetryTransient {
+/// Retries transient failures while the budget allows, pausing as `backoff` says.
+struct RetryTransient<Req> {
     budget: Arc<TpsBudget>,
     left: u32,
-    backoff: Duration,
+    /// Retries made so far for this call.
+    done: u32,
+    backoff: Backoff,
+    may_retry: fn(&Req) -> bool,
 }
 
-impl<Req: Clone, Res> tower::retry::Policy<Req, Res, tonic::Status> for RetryTransient {
+impl<Req> Clone for RetryTransient<Req> {
+    fn clone(&self) -> Self {
+        Self {
+            budget: self.budget.clone(),
+            left: self.left,
+            done: self.done,
+            backoff: self.backoff,
+            may_retry: self.may_retry,
+        }
+    }
+}
+
+impl<Req: Clone, Res> tower::retry::Policy<Req, Res, tonic::Status> for RetryTransient<Req> {
     type Future = tokio::time::Sleep;
 
     fn retry(
@@ -243,32 +319,57 @@ impl<Req: Clone, Res> tower::retry::Policy<Req, Res, tonic::Status> for RetryTra
                     return None;
                 }
                 self.left -= 1;
+                self.done += 1;
                 metrics::counter!("client_retries_total").increment(1);
-                let pause = self.backoff;
-                self.backoff *= 2;
-                Some(tokio::time::sleep(pause))
+                Some(tokio::time::sleep(self.backoff.delay(self.done)))
             }
             Err(_) => None,
         }
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        Some(req.clone())
+        // No copy, no retry: a call that must not run twice is never retried.
+        (self.may_retry)(req).then(|| req.clone())
     }
 }
 
-const BREAKER_OPEN: &str = "circuit breaker open";
+/// A call refused by an open circuit breaker, without reaching the server. Travels as
+/// the source of an `UNAVAILABLE` status (see [`is_breaker_open`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("circuit breaker open: {breaker} is failing")]
+pub struct BreakerOpen {
+    /// The breaker's name.
+    pub breaker: &'static str,
+}
+
+impl From<BreakerOpen> for tonic::Status {
+    fn from(refusal: BreakerOpen) -> Self {
+        let mut status = tonic::Status::unavailable(refusal.to_string());
+        status.set_source(Arc::new(refusal));
+        status
+    }
+}
 
 /// Whether a status was produced by an open breaker (not worth retrying right away).
+/// Decided by the [`BreakerOpen`] error it carries, never by its text: a server's answer
+/// whose message happens to read like the breaker's is the server's answer.
 pub fn is_breaker_open(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unavailable && status.message().starts_with(BREAKER_OPEN)
+    status.code() == tonic::Code::Unavailable
+        && std::error::Error::source(status).is_some_and(|e| e.is::<BreakerOpen>())
 }
 
 #[derive(Debug)]
 enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen,
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe is out; its number tells it apart from probes let through later.
+    HalfOpen {
+        probe: u64,
+    },
 }
 
 /// A circuit breaker: after `failures` consecutive transient failures it fails every
@@ -276,6 +377,8 @@ enum BreakerState {
 #[derive(Clone)]
 pub struct BreakerLayer {
     state: Arc<Mutex<BreakerState>>,
+    /// Numbers the probes.
+    probes: Arc<std::sync::atomic::AtomicU64>,
     name: &'static str,
     failures: u32,
     cooldown: Duration,
@@ -291,6 +394,7 @@ impl BreakerLayer {
     pub fn new(name: &'static str, failures: u32, cooldown: Duration) -> Self {
         Self {
             state: Arc::new(Mutex::new(BreakerState::Closed { failures: 0 })),
+            probes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             name,
             failures: failures.max(1),
             cooldown,
@@ -315,18 +419,43 @@ pub struct Breaker<S> {
     shared: BreakerLayer,
 }
 
+/// What [`BreakerLayer::admit`] decided.
+enum Admission {
+    Refused,
+    /// A call while closed.
+    Call,
+    /// The one half-open probe, with its number.
+    Probe(u64),
+}
+
 impl BreakerLayer {
     /// Whether a call may go through now (moving Open → HalfOpen when the cooldown ends).
-    fn admit(&self) -> bool {
+    fn admit(&self) -> Admission {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match *st {
-            BreakerState::Closed { .. } => true,
+            BreakerState::Closed { .. } => Admission::Call,
             BreakerState::Open { until } if Instant::now() >= until => {
-                *st = BreakerState::HalfOpen;
+                let probe = self
+                    .probes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *st = BreakerState::HalfOpen { probe };
                 self.gauge(1.0);
-                true
+                Admission::Probe(probe)
             }
-            BreakerState::Open { .. } | BreakerState::HalfOpen => false,
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => Admission::Refused,
+        }
+    }
+
+    /// A probe ended without an answer (its caller dropped it): the breaker learnt
+    /// nothing, so the next call may probe at once instead of the breaker waiting for
+    /// an answer that will never come.
+    fn abandon(&self, probe: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*st, BreakerState::HalfOpen { probe: p } if p == probe) {
+            *st = BreakerState::Open {
+                until: Instant::now(),
+            };
+            self.gauge(2.0);
         }
     }
 
@@ -348,7 +477,7 @@ impl BreakerLayer {
         };
         self.gauge(match next {
             BreakerState::Closed { .. } => 0.0,
-            BreakerState::HalfOpen => 1.0,
+            BreakerState::HalfOpen { .. } => 1.0,
             BreakerState::Open { .. } => 2.0,
         });
         *st = next;
@@ -366,7 +495,7 @@ impl BreakerLayer {
                 match *st {
                     BreakerState::Closed { .. } => return,
                     BreakerState::Open { until } => until.saturating_duration_since(Instant::now()),
-                    BreakerState::HalfOpen => Duration::from_millis(100),
+                    BreakerState::HalfOpen { .. } => Duration::from_millis(100),
                 }
             };
             if wait.is_zero() {
@@ -391,22 +520,154 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if !self.shared.admit() {
-            let name = self.shared.name;
-            return Box::pin(async move {
-                Err(tonic::Status::unavailable(format!(
-                    "{BREAKER_OPEN}: {name} is failing"
-                )))
-            });
-        }
-        let shared = self.shared.clone();
+        let probe = match self.shared.admit() {
+            Admission::Refused => {
+                let refusal = BreakerOpen {
+                    breaker: self.shared.name,
+                };
+                return Box::pin(async move { Err(refusal.into()) });
+            }
+            Admission::Call => None,
+            Admission::Probe(n) => Some(n),
+        };
+        let mut outcome = Outcome {
+            shared: self.shared.clone(),
+            probe,
+            recorded: false,
+        };
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
             let failed = matches!(&result, Err(status) if is_transient(status));
-            shared.record(!failed);
+            outcome.record(!failed);
             result
         })
+    }
+}
+
+/// Reports a call's end to the breaker even when the call is dropped unfinished (a
+/// caller's timeout or cancellation): a dropped probe must not leave the breaker
+/// half-open, refusing every call, for ever.
+struct Outcome {
+    shared: BreakerLayer,
+    probe: Option<u64>,
+    recorded: bool,
+}
+
+impl Outcome {
+    fn record(&mut self, ok: bool) {
+        self.shared.record(ok);
+        self.recorded = true;
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if let (false, Some(probe)) = (self.recorded, self.probe) {
+            self.shared.abandon(probe);
+        }
+    }
+}
+
+/// A response of any type, as it travels through a [`ResilientClient`]'s stack.
+type AnyResponse = Box<dyn Any + Send>;
+
+/// Makes one RPC on a clone of the client.
+type MakeCall<C> = Arc<
+    dyn Fn(C) -> Pin<Box<dyn Future<Output = Result<AnyResponse, tonic::Status>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// One call through a [`ResilientClient`]: the RPC to make, and whether it may run twice.
+struct Call<C> {
+    make: MakeCall<C>,
+    idempotent: bool,
+}
+
+impl<C> Clone for Call<C> {
+    fn clone(&self) -> Self {
+        Self {
+            make: self.make.clone(),
+            idempotent: self.idempotent,
+        }
+    }
+}
+
+/// A generated gRPC client whose every unary RPC goes through one resilience [`stack`]
+/// (one concurrency limit, retry budget and breaker for all of its RPCs). Put it over
+/// a [`balanced_channel`] to spread the calls over every replica.
+pub struct ResilientClient<C> {
+    svc: tower::util::BoxCloneSyncService<Call<C>, AnyResponse, tonic::Status>,
+}
+
+impl<C> Clone for ResilientClient<C> {
+    fn clone(&self) -> Self {
+        Self {
+            svc: self.svc.clone(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for ResilientClient<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResilientClient").finish_non_exhaustive()
+    }
+}
+
+impl<C: Clone + Send + Sync + 'static> ResilientClient<C> {
+    /// Calls through `client` with the settings of `config` and `breaker` (share one
+    /// breaker between clients of the same servers).
+    pub fn new(client: C, config: &ResilienceConfig, breaker: BreakerLayer) -> Self {
+        let svc = tower::service_fn(move |call: Call<C>| (call.make)(client.clone()));
+        Self {
+            svc: stack_with(svc, config, breaker, |call: &Call<C>| call.idempotent),
+        }
+    }
+
+    /// Makes the RPC `rpc` (e.g. `|mut c| async move { c.get_image(req).await }`),
+    /// retrying transient failures: for reads and other calls that may run twice.
+    pub async fn call<T, F, Fut>(&self, rpc: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(C) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(rpc, true).await
+    }
+
+    /// Makes the RPC `rpc` once, never retried: for calls that must not run twice
+    /// (a retry after a timeout could repeat what the server already did).
+    pub async fn call_once<T, F, Fut>(&self, rpc: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(C) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(rpc, false).await
+    }
+
+    async fn run<T, F, Fut>(&self, rpc: F, idempotent: bool) -> Result<T, tonic::Status>
+    where
+        F: Fn(C) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        use tower::ServiceExt;
+        let make: MakeCall<C> = Arc::new(move |client: C| {
+            let fut = rpc(client);
+            let boxed: Pin<Box<dyn Future<Output = Result<AnyResponse, tonic::Status>> + Send>> =
+                Box::pin(async move {
+                    fut.await
+                        .map(|response| Box::new(response.into_inner()) as AnyResponse)
+                });
+            boxed
+        });
+        let response = self.svc.clone().oneshot(Call { make, idempotent }).await?;
+        response
+            .downcast::<T>()
+            .map(|r| *r)
+            .map_err(|_| tonic::Status::internal("unexpected response type"))
     }
 }
 
@@ -521,6 +782,148 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let _ = s.ready().await.unwrap().call(1).await;
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    /// A service that never answers its first `hang_first` calls and fails the rest
+    /// with UNAVAILABLE, or answers them when `then_ok`.
+    #[derive(Clone)]
+    struct Hanging {
+        calls: Arc<AtomicU32>,
+        hang_first: u32,
+        then_ok: bool,
+    }
+
+    impl Service<u32> for Hanging {
+        type Response = u32;
+        type Error = tonic::Status;
+        type Future = Pin<Box<dyn Future<Output = Result<u32, tonic::Status>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: u32) -> Self::Future {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let (hang, ok) = (n < self.hang_first, self.then_ok);
+            Box::pin(async move {
+                if hang {
+                    futures::future::pending::<()>().await;
+                }
+                if ok {
+                    Ok(req)
+                } else {
+                    Err(tonic::Status::unavailable("down"))
+                }
+            })
+        }
+    }
+
+    #[test]
+    fn a_status_that_merely_reads_like_the_breaker_is_not_the_breaker() {
+        // A server (or a proxy) may answer with these very words: that is its answer,
+        // to be retried like any UNAVAILABLE, not the local breaker refusing.
+        let lookalike = tonic::Status::unavailable("circuit breaker open: recognition is failing");
+        assert!(!is_breaker_open(&lookalike));
+        let refusal = tonic::Status::from(BreakerOpen {
+            breaker: "recognition",
+        });
+        assert!(is_breaker_open(&refusal), "{refusal:?}");
+        assert_eq!(refusal.code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_state_changes_on_a_paused_clock() {
+        let (svc, calls) = flaky(3, tonic::Code::Unavailable);
+        let breaker = BreakerLayer::new("t", 2, Duration::from_secs(10));
+        let mut s = breaker.layer(svc);
+        // Closed: failures go through until two in a row open it.
+        for _ in 0..2 {
+            let err = s.call(1).await.unwrap_err();
+            assert!(!is_breaker_open(&err));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Open: refused without a call, for the whole cooldown.
+        assert!(is_breaker_open(&s.call(1).await.unwrap_err()));
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(is_breaker_open(&s.call(1).await.unwrap_err()));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Cooldown over: one probe; it fails, so the breaker opens again.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!is_breaker_open(&s.call(1).await.unwrap_err()));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(is_breaker_open(&s.call(1).await.unwrap_err()));
+        // `ready` waits out the cooldown; the next probe succeeds and closes the breaker.
+        breaker.ready().await;
+        assert_eq!(s.call(21).await.unwrap(), 42);
+        assert_eq!(s.call(1).await.unwrap(), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_half_open_probe_lets_a_later_call_through() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let breaker = BreakerLayer::new("t", 1, Duration::from_secs(5));
+        let mut s = breaker.layer(Hanging {
+            calls: calls.clone(),
+            hang_first: 0,
+            then_ok: false,
+        });
+        assert!(!is_breaker_open(&s.call(1).await.unwrap_err()));
+        assert!(is_breaker_open(&s.call(1).await.unwrap_err()));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // The probe hangs and its caller gives up (drops the future).
+        let mut s = breaker.layer(Hanging {
+            calls: calls.clone(),
+            hang_first: u32::MAX,
+            then_ok: true,
+        });
+        let probe = s.call(1);
+        assert!(tokio::time::timeout(Duration::from_secs(1), probe)
+            .await
+            .is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // The breaker learnt nothing from it: the next call is admitted as a new probe.
+        let mut s = breaker.layer(Hanging {
+            calls: calls.clone(),
+            hang_first: 0,
+            then_ok: true,
+        });
+        assert_eq!(s.call(7).await.unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<Duration> = backoff.delays().take(8).collect();
+        // Each pause is its base (100 ms doubling, capped at 1 s) plus up to 100 % of it.
+        let bases = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
+        for (delay, base) in delays.iter().zip(bases) {
+            let base = Duration::from_millis(base);
+            assert!(
+                *delay >= base && *delay < base * 2,
+                "{delay:?} for {base:?}"
+            );
+        }
+        assert!(backoff.delay(0) < Duration::from_millis(200));
+        assert!(backoff.delay(40) < Duration::from_secs(2));
+        // Jittered: clients that failed together spread out.
+        let firsts: std::collections::HashSet<Duration> =
+            (0..20).map(|_| backoff.delay(1)).collect();
+        assert!(firsts.len() > 1, "{firsts:?}");
+    }
+
+    #[tokio::test]
+    async fn a_resilient_client_retries_only_calls_that_may_run_twice() {
+        let (svc, calls) = flaky(1, tonic::Code::Unavailable);
+        let config = ResilienceConfig::default();
+        let client = ResilientClient::new(svc, &config, BreakerLayer::from_config("t", &config));
+        let rpc = |mut c: Flaky| async move { c.call(4).await.map(tonic::Response::new) };
+        assert_eq!(client.call(rpc).await.unwrap(), 8);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let (svc, calls) = flaky(1, tonic::Code::Unavailable);
+        let client = ResilientClient::new(svc, &config, BreakerLayer::from_config("t", &config));
+        let err = client.call_once(rpc).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 //!   reflection (v1 and v1alpha, since grpcurl 1.8 speaks only v1alpha) and the request
 //!   telemetry layer (metrics, trace context from `traceparent`, one log line per call).
 //! - [`Health`]: the health statuses of one server's services, flipped together.
+//! - [`status`]: the one mapping from errors to `tonic::Status`, with `google.rpc` error
+//!   details (`ErrorInfo`, `BadRequest`).
 //! - [`drain_on`]: the SIGTERM sequence — report NOT_SERVING, wait for load balancers to
 //!   notice, then stop accepting and let in-flight requests finish.
 
@@ -23,8 +25,11 @@ pub use tokio_util::sync::CancellationToken;
 
 pub mod auth;
 mod message_limit;
+pub mod status;
 pub mod tls;
 pub mod wire;
+/// The one mapping of a storage error to a gRPC status (see [`status`]).
+pub use status::store_status;
 use tonic::{
     server::NamedService,
     service::{Routes, RoutesBuilder},
@@ -119,6 +124,7 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     health: Health,
     max_message_bytes: usize,
+    message_limit_setting: Option<Arc<str>>,
     tls: Option<tls::TlsAcceptor>,
 }
 
@@ -138,6 +144,9 @@ impl GrpcServer {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(facewire_proto::v1::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // The google.rpc error details our statuses carry, so reflection clients
+                // (grpcurl) can decode them.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
         match reflection().build_v1() {
             Ok(svc) => {
@@ -160,6 +169,7 @@ impl GrpcServer {
                 draining: Arc::new(AtomicBool::new(false)),
             },
             max_message_bytes: 4 * 1024 * 1024,
+            message_limit_setting: None,
             tls: None,
         }
     }
@@ -196,6 +206,14 @@ impl GrpcServer {
         self
     }
 
+    /// The environment variable that sets the service's request limit, named in the
+    /// INVALID_ARGUMENT an oversized request gets. Take it from the config struct with
+    /// [`facewire_config::env_var`] rather than spelling it, so it cannot drift.
+    pub fn message_limit_setting(mut self, env_var: impl Into<Arc<str>>) -> Self {
+        self.message_limit_setting = Some(env_var.into());
+        self
+    }
+
     /// The health handle, to flip statuses later.
     pub fn health(&self) -> Health {
         self.health.clone()
@@ -214,7 +232,7 @@ impl GrpcServer {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(facewire_telemetry::RequestTelemetryLayer::grpc())
             .layer(tower::util::MapResponseLayer::new(
-                message_limit::rewrite_response::<tonic::body::Body>,
+                message_limit::rewrite_response::<tonic::body::Body>(self.message_limit_setting),
             ))
             .add_routes(routes);
         match self.tls {
@@ -377,22 +395,6 @@ pub async fn drain_on(
     }
     tokio::time::sleep(delay).await;
     shutdown.cancel();
-}
-
-/// The one mapping of a storage error to a gRPC status, for every service: an
-/// unreachable database is UNAVAILABLE (retry later), anything else INTERNAL. Messages
-/// are generic; the details go to the log, never to clients.
-pub fn store_status(e: &facewire_storage::StoreError) -> tonic::Status {
-    match e {
-        facewire_storage::StoreError::Unavailable(_) => {
-            tracing::warn!(error = %e, "database unavailable");
-            tonic::Status::unavailable("the database is unavailable; try again")
-        }
-        _ => {
-            tracing::error!(error = %e, "database error");
-            tonic::Status::internal("a database error occurred")
-        }
-    }
 }
 
 /// A name for this process as a job runner: host, process id and role.

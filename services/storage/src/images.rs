@@ -206,6 +206,9 @@ pub struct Claim {
     pub attempt: i32,
     /// When the image was submitted, in milliseconds since the epoch.
     pub created_at: i64,
+    /// Hex SHA-256 recorded for the file (at submission, or of the bytes last
+    /// recognised): the processor compares it with what it reads.
+    pub content_hash: String,
 }
 
 /// The result of one processing attempt.
@@ -429,6 +432,43 @@ impl Store {
         })
     }
 
+    /// Images whose change-feed position `(updated_at, id)` comes after
+    /// `(after_updated_at, after_id)`, in that order, at most `limit`; only `ids` when
+    /// given. `WatchImages` replays these to a client resuming from a cursor; page on
+    /// with the last row's position.
+    pub async fn changed_after(
+        &self,
+        after_updated_at: i64,
+        after_id: i64,
+        ids: Option<Vec<i64>>,
+        limit: i64,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        with_conn!(self, |conn| {
+            let after = images::updated_at
+                .gt(after_updated_at)
+                .or(images::updated_at
+                    .eq(after_updated_at)
+                    .and(images::id.gt(after_id)));
+            let order = (images::updated_at.asc(), images::id.asc());
+            let rows = match &ids {
+                Some(ids) => images::table
+                    .filter(after)
+                    .filter(images::id.eq_any(ids))
+                    .order(order)
+                    .limit(limit)
+                    .select(ImageRow::as_select())
+                    .load(conn)?,
+                None => images::table
+                    .filter(after)
+                    .order(order)
+                    .limit(limit)
+                    .select(ImageRow::as_select())
+                    .load(conn)?,
+            };
+            records!(conn, rows)
+        })
+    }
+
     /// How many images are in each status.
     pub async fn count_by_status(&self) -> Result<Vec<(ImageStatus, i64)>, StoreError> {
         with_conn!(self, |conn| {
@@ -446,7 +486,7 @@ impl Store {
     pub async fn claim(&self, ids: Vec<i64>) -> Result<Vec<Claim>, StoreError> {
         with_conn!(self, |conn| {
             let now = now_millis();
-            let claimed: Vec<(i64, String, i32, i64)> =
+            let claimed: Vec<(i64, String, i32, i64, String)> =
                 diesel::update(images::table.filter(images::id.eq_any(&ids)).filter(
                     images::status.eq_any([
                         ImageStatus::Pending.as_str(),
@@ -463,15 +503,17 @@ impl Store {
                     images::path,
                     images::attempts,
                     images::created_at,
+                    images::content_hash,
                 ))
                 .get_results(conn)?;
             let mut claims: Vec<Claim> = claimed
                 .into_iter()
-                .map(|(id, path, attempt, created_at)| Claim {
+                .map(|(id, path, attempt, created_at, content_hash)| Claim {
                     id,
                     path,
                     attempt,
                     created_at,
+                    content_hash,
                 })
                 .collect();
             claims.sort_by_key(|c| c.id);
@@ -483,11 +525,23 @@ impl Store {
     /// only if its image is still processing under the same attempt; the returned flags
     /// say, per outcome, whether it applied (false = a repeat or a superseded attempt).
     pub async fn finish(&self, outcomes: Vec<(Claim, Outcome)>) -> Result<Vec<bool>, StoreError> {
+        self.finish_recognised(outcomes.into_iter().map(|(c, o)| (c, o, None)).collect())
+            .await
+    }
+
+    /// [`Store::finish`], also replacing an image's recorded content hash where one is
+    /// given: the hash of the bytes actually recognised, when the file changed after
+    /// submission. The hash is written only with an outcome that applies, in the same
+    /// transaction.
+    pub async fn finish_recognised(
+        &self,
+        outcomes: Vec<(Claim, Outcome, Option<String>)>,
+    ) -> Result<Vec<bool>, StoreError> {
         with_conn!(self, |conn| {
             let now = now_millis();
             conn.transaction(|conn| {
                 let mut applied = Vec::with_capacity(outcomes.len());
-                for (claim, outcome) in &outcomes {
+                for (claim, outcome, recognised_hash) in &outcomes {
                     let error = match outcome {
                         Outcome::Failed(e) | Outcome::Retry(e) => Some(e.as_str()),
                         _ => None,
@@ -504,6 +558,11 @@ impl Store {
                         images::updated_at.eq(now),
                     ))
                     .execute(conn)?;
+                    if let (1, Some(hash)) = (n, recognised_hash) {
+                        diesel::update(images::table.filter(images::id.eq(claim.id)))
+                            .set(images::content_hash.eq(hash))
+                            .execute(conn)?;
+                    }
                     if n == 1 {
                         // The faces go in the same transaction as the status.
                         match outcome {

@@ -44,6 +44,7 @@ pub mod gallery;
 pub mod grouping;
 pub mod images;
 pub mod jobs;
+pub mod names;
 pub mod people;
 pub mod schema;
 #[cfg(feature = "testing")]

@@ -222,14 +222,24 @@ impl Store {
         })
     }
 
-    /// One person by exact name.
+    /// One person by name, normalised as names are when given
+    /// ([`crate::names::normalize_name`]): "John " finds "John". Names stored before
+    /// normalisation existed are not rewritten, so the name as given (trimmed) is tried
+    /// too, after the normalised one.
     pub async fn person_by_name(&self, name: &str) -> Result<Option<PersonRecord>, StoreError> {
-        let name = name.to_string();
+        let normalized = crate::names::normalize_name(name).ok();
+        let mut candidates: Vec<String> = normalized.iter().cloned().collect();
+        if !candidates.iter().any(|c| c == name.trim()) {
+            candidates.push(name.trim().to_string());
+        }
         with_conn!(self, |conn| {
-            let rows: Vec<PersonRow> = people::table
-                .filter(people::name.eq(&name))
+            let mut rows: Vec<PersonRow> = people::table
+                .filter(people::name.eq_any(&candidates))
                 .select(person_columns!())
                 .load(conn)?;
+            // Names are unique, so at most one row per candidate: the normalised first.
+            rows.sort_by_key(|r| r.1 != normalized);
+            rows.truncate(1);
             Ok(with_counts!(conn, rows).into_iter().next())
         })
     }

@@ -155,3 +155,40 @@ async fn unreachable_postgres_is_unavailable_not_a_panic() {
         "{err:?}"
     );
 }
+
+async fn changes_replay_after_a_position(store: Store) {
+    let recs = store.insert_batch(new_images(5)).await.unwrap();
+    let ids: Vec<i64> = recs.iter().map(|r| r.id).collect();
+    let all = store.changed_after(0, 0, None, 100).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    // Paging by the last row's position visits every row once, in order.
+    let mut seen = Vec::new();
+    let (mut at, mut id) = (0, 0);
+    loop {
+        let page = store.changed_after(at, id, None, 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        (at, id) = (last.updated_at, last.id);
+        seen.extend(page.iter().map(|r| r.id));
+    }
+    assert_eq!(seen, ids);
+    // A change (in a later millisecond) moves a row after every earlier position.
+    let last = all.last().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let claims = store.claim(vec![ids[1]]).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    let changed = store
+        .changed_after(last.updated_at, last.id, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(changed.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[1]]);
+    assert_eq!(changed[0].status, ImageStatus::Processing);
+    // Only the ids asked for.
+    let only = store
+        .changed_after(0, 0, Some(vec![ids[3], ids[0]]), 100)
+        .await
+        .unwrap();
+    let mut got: Vec<i64> = only.iter().map(|r| r.id).collect();
+    got.sort();
+    assert_eq!(got, [ids[0], ids[3]]);
+}
+both_backends!(changed_after, changes_replay_after_a_position);

@@ -191,6 +191,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         tls: args.tls.clone(),
         client_tls: args.internal_tls(),
         auth: args.auth.clone(),
+        upstream: Default::default(),
     })
     .await?;
     let signal = facewire_server::termination_signal();

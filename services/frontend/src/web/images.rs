@@ -15,7 +15,6 @@ use facewire_config::PathError;
 use facewire_proto::v1 as pb;
 use futures::{stream, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use tonic::Code;
 
@@ -263,30 +262,25 @@ pub(super) async fn thumbnail_file(
         Ok(image) => image,
         Err(page) => return page,
     };
-    let checked = match state.root.check(&image.path) {
-        Ok(c) => c,
-        Err(e) => {
+    // Opened once, through the root's one safe open, and read from that very handle.
+    let root = state.root.clone();
+    let path = image.path.clone();
+    let read =
+        tokio::task::spawn_blocking(move || thumbnail::read_image(&root, &path, u64::MAX)).await;
+    let (checked, bytes) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => {
             let status = match e {
                 PathError::Unreadable { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::NOT_FOUND,
             };
             return error_page(status, "Image file unavailable", &e.to_string());
         }
-    };
-    let bytes = match tokio::fs::read(&checked.resolved).await {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                "Image file unavailable",
-                &format!("{} does not exist", image.path),
-            )
-        }
-        Err(e) => {
+        Err(_) => {
             return error_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Image file unavailable",
-                &format!("{} cannot be read: {e}", image.path),
+                "Reading the image file failed.",
             )
         }
     };
@@ -314,17 +308,16 @@ pub(super) async fn thumbnail_file(
 /// file cannot be read or its header says nothing (the page then places boxes once the
 /// photo has loaded).
 async fn display_size(state: &AppState, path: &str) -> Option<(u32, u32)> {
-    let checked = state.root.check(path).ok()?;
-    let file = tokio::fs::File::open(&checked.resolved).await.ok()?;
-    let mut prefix = Vec::new();
-    file.take(thumbnail::SIZE_PREFIX_BYTES as u64)
-        .read_to_end(&mut prefix)
-        .await
-        .ok()?;
-    tokio::task::spawn_blocking(move || thumbnail::display_size(&prefix))
-        .await
-        .ok()
-        .flatten()
+    let root = state.root.clone();
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let (_, prefix) =
+            thumbnail::read_image(&root, &path, thumbnail::SIZE_PREFIX_BYTES as u64).ok()?;
+        thumbnail::display_size(&prefix)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// The names offered when naming a face: everyone named and not hidden.
