@@ -9,6 +9,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 mod image_root;
 mod security;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use image_root::{CheckedPath, ImageRoot, PathError};
 pub use security::{AuthConfig, ClientTlsConfig, TlsConfig};

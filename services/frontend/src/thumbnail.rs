@@ -138,6 +138,8 @@ pub fn display_size(prefix: &[u8]) -> Option<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
+    use facewire_config::testing::{mkfifo, release_readers, FifoSwap};
+
     use super::*;
     use image::{Rgb, RgbImage, Rgba, RgbaImage};
 
@@ -145,24 +147,6 @@ mod tests {
         let mut out = Vec::new();
         img.write_to(&mut Cursor::new(&mut out), format).unwrap();
         out
-    }
-
-    fn mkfifo(path: &Path) {
-        let status = std::process::Command::new("mkfifo")
-            .arg(path)
-            .status()
-            .expect("run mkfifo");
-        assert!(status.success(), "mkfifo {}", path.display());
-    }
-
-    /// Lets any open() blocked on the FIFO `fifo` return (a writer arrives).
-    fn release_readers(fifo: &Path) {
-        let fifo = fifo.to_path_buf();
-        std::thread::spawn(move || {
-            for _ in 0..100 {
-                let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
-            }
-        });
     }
 
     /// `read_image` on its own thread, or `None` when it is still blocked after 5 s.
@@ -225,33 +209,11 @@ mod tests {
 
     #[test]
     fn a_file_swapped_for_a_fifo_never_blocks_a_read() {
-        use std::sync::{
-            atomic::{AtomicBool, Ordering},
-            Arc,
-        };
-        let (dir, keep) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dir = tempfile::tempdir().unwrap();
         let dir_path = dir.path().to_path_buf();
-        // One FIFO under a name of its own, so readers stuck on it can be let go.
-        let fifo = keep.path().join("keep.fifo");
-        mkfifo(&fifo);
-        std::fs::write(dir_path.join("photo.jpg"), b"jpeg").unwrap();
         let root = ImageRoot::new(&dir_path, 1 << 20).unwrap();
-        // Swap photo.jpg between a regular file and the FIFO as fast as rename allows.
-        let stop = Arc::new(AtomicBool::new(false));
-        let swapper = {
-            let (stop, fifo, dir) = (stop.clone(), fifo.clone(), dir_path.clone());
-            std::thread::spawn(move || {
-                let file = dir.join(".file");
-                std::fs::write(&file, b"jpeg").unwrap();
-                let (file_tmp, fifo_tmp) = (dir.join(".file.tmp"), dir.join(".fifo.tmp"));
-                while !stop.load(Ordering::Relaxed) {
-                    std::fs::hard_link(&file, &file_tmp).unwrap();
-                    std::fs::rename(&file_tmp, dir.join("photo.jpg")).unwrap();
-                    std::fs::hard_link(&fifo, &fifo_tmp).unwrap();
-                    std::fs::rename(&fifo_tmp, dir.join("photo.jpg")).unwrap();
-                }
-            })
-        };
+        // Swap photo.jpg between a regular file and a FIFO as fast as rename allows.
+        let swap = FifoSwap::start(&dir_path, "photo.jpg", b"jpeg");
         let (mut read, mut refused, mut hung) = (0, 0, false);
         let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
         while std::time::Instant::now() < until {
@@ -268,11 +230,7 @@ mod tests {
                 }
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        swapper.join().unwrap();
-        if hung {
-            release_readers(&fifo);
-        }
+        swap.stop(hung);
         assert!(
             !hung,
             "a read blocked on the FIFO (after {read} read, {refused} refused)"

@@ -6,7 +6,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use facewire_receiver::watch::ChangeFeed;
-use facewire_storage::{both_backends, ImageStatus, NewImage, Outcome, Store};
+use facewire_storage::{both_backends, testing, ImageStatus, Outcome, Store};
 use tokio::sync::broadcast::error::RecvError;
 
 /// More than one poll's page.
@@ -30,26 +30,8 @@ async fn a_burst_larger_than_a_page_arrives_whole(store: Store) {
         finished
     });
 
-    let tag = facewire_storage::now_millis();
-    let new = (0..BURST)
-        .map(|i| NewImage {
-            path: format!("{tag}/{i}.jpg"),
-            content_hash: format!("{tag:032x}{i:032x}"),
-        })
-        .collect();
-    let ids: Vec<i64> = store
-        .insert_batch(new)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    let claims = store.claim(ids.clone()).await.unwrap();
-    assert_eq!(claims.len(), BURST);
-    store
-        .finish(claims.into_iter().map(|c| (c, Outcome::NoFace)).collect())
-        .await
-        .unwrap();
+    let ids = testing::insert_ids(&store, testing::new_images(BURST)).await;
+    testing::process(&store, &ids, |_| Outcome::NoFace).await;
 
     let finished = tokio::time::timeout(Duration::from_secs(30), collector)
         .await
@@ -57,4 +39,7 @@ async fn a_burst_larger_than_a_page_arrives_whole(store: Store) {
         .unwrap();
     assert_eq!(finished, ids.into_iter().collect::<HashSet<_>>());
 }
-both_backends!(burst_over_one_page, a_burst_larger_than_a_page_arrives_whole);
+both_backends!(
+    burst_over_one_page,
+    a_burst_larger_than_a_page_arrives_whole
+);

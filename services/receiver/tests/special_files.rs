@@ -3,44 +3,21 @@
 //! read: opening a FIFO by path would block until a writer came, for ever, and a
 //! receiver stuck in open() cannot be stopped by SIGTERM.
 
-use std::{
-    path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use facewire_config::{ImageRoot, PathError};
+use facewire_config::{
+    testing::{mkfifo, release_readers, FifoSwap},
+    ImageRoot, PathError,
+};
 use facewire_queue::{MemoryQueue, WorkQueue};
 use facewire_receiver::{Ingest, ItemResult};
 use facewire_storage::{Store, StoreOptions};
-
-fn mkfifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .expect("run mkfifo");
-    assert!(status.success(), "mkfifo {}", path.display());
-}
 
 async fn ingest(root: &Path, data: &Path) -> Ingest {
     let url = format!("sqlite://{}/f.db", data.display());
     let store = Store::open(&url, StoreOptions::default()).await.unwrap();
     let queue: Arc<dyn WorkQueue> = Arc::new(MemoryQueue::new());
     Ingest::new(ImageRoot::new(root, 1 << 20).unwrap(), store, queue, 100)
-}
-
-/// Lets any open() blocked on the FIFO `fifo` go on: it returns once a writer opens it.
-/// The opening thread is left to itself (a writer's open blocks while nobody reads).
-fn release_readers(fifo: &Path) {
-    let fifo = fifo.to_path_buf();
-    std::thread::spawn(move || {
-        for _ in 0..100 {
-            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
-        }
-    });
 }
 
 #[tokio::test]
@@ -71,29 +48,9 @@ async fn a_fifo_is_refused_at_once() {
 async fn a_file_swapped_for_a_fifo_never_hangs_a_submission() {
     let (root, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let dir = root.path().to_path_buf();
-    // One FIFO, kept under a name of its own so that readers stuck on it can be let go.
-    let keep = data.path().join("keep.fifo");
-    mkfifo(&keep);
-    let target = dir.join("photo.jpg");
-    std::fs::write(&target, b"jpeg").unwrap();
     let ingest = ingest(&dir, data.path()).await;
-
-    // Swap photo.jpg between a regular file and the FIFO, as fast as rename allows.
-    let stop = Arc::new(AtomicBool::new(false));
-    let swapper = {
-        let (stop, keep, dir) = (stop.clone(), keep.clone(), dir.clone());
-        std::thread::spawn(move || {
-            let file = dir.join(".file");
-            std::fs::write(&file, b"jpeg").unwrap();
-            let (file_tmp, fifo_tmp) = (dir.join(".file.tmp"), dir.join(".fifo.tmp"));
-            while !stop.load(Ordering::Relaxed) {
-                std::fs::hard_link(&file, &file_tmp).unwrap();
-                std::fs::rename(&file_tmp, dir.join("photo.jpg")).unwrap();
-                std::fs::hard_link(&keep, &fifo_tmp).unwrap();
-                std::fs::rename(&fifo_tmp, dir.join("photo.jpg")).unwrap();
-            }
-        })
-    };
+    // Swap photo.jpg between a regular file and a FIFO, as fast as rename allows.
+    let swap = FifoSwap::start(&dir, "photo.jpg", b"jpeg");
 
     let mut outcomes = (0, 0);
     let mut hung = false;
@@ -116,11 +73,7 @@ async fn a_file_swapped_for_a_fifo_never_hangs_a_submission() {
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    swapper.join().unwrap();
-    if hung {
-        release_readers(&keep);
-    }
+    swap.stop(hung);
     assert!(
         !hung,
         "a submission hung opening the FIFO (after {outcomes:?} accepted/refused)"

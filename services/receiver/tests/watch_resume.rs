@@ -8,7 +8,7 @@ use facewire_config::ImageRoot;
 use facewire_proto::v1::{self as pb, image_service_server::ImageService};
 use facewire_queue::{MemoryQueue, WorkQueue};
 use facewire_receiver::{watch::ChangeFeed, ImageApi, Ingest};
-use facewire_storage::{both_backends, images::Claim, NewImage, Outcome, Store};
+use facewire_storage::{both_backends, images::Claim, testing, Outcome, Store};
 use tokio_stream::StreamExt;
 use tonic::Request;
 
@@ -52,15 +52,7 @@ impl App {
     }
 
     async fn insert(&self, n: usize) -> Vec<i64> {
-        let tag = facewire_storage::now_millis();
-        let new = (0..n)
-            .map(|i| NewImage {
-                path: format!("{tag}/{i}.jpg"),
-                content_hash: format!("{tag:032x}{i:032x}"),
-            })
-            .collect();
-        let recs = self.store.insert_batch(new).await.unwrap();
-        recs.iter().map(|r| r.id).collect()
+        testing::insert_ids(&self.store, testing::new_images(n)).await
     }
 
     async fn claim(&self, id: i64) -> Claim {

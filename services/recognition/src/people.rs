@@ -566,30 +566,9 @@ impl People {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        path::Path,
-        sync::atomic::{AtomicBool, Ordering},
-    };
+    use facewire_config::testing::{mkfifo, release_readers, FifoSwap};
 
     use super::*;
-
-    fn mkfifo(path: &Path) {
-        let status = std::process::Command::new("mkfifo")
-            .arg(path)
-            .status()
-            .expect("run mkfifo");
-        assert!(status.success(), "mkfifo {}", path.display());
-    }
-
-    /// Lets any open() blocked on the FIFO `fifo` return (a writer arrives).
-    fn release_readers(fifo: &Path) {
-        let fifo = fifo.to_path_buf();
-        std::thread::spawn(move || {
-            for _ in 0..100 {
-                let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
-            }
-        });
-    }
 
     async fn read_within(root: &Arc<ImageRoot>, raw: &str) -> Option<Result<Vec<u8>, PathError>> {
         tokio::time::timeout(Duration::from_secs(5), read_image(root.clone(), raw.into()))
@@ -626,28 +605,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_file_swapped_for_a_fifo_never_blocks_a_drawn_face() {
-        let (dir, keep) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dir = tempfile::tempdir().unwrap();
         let dir_path = dir.path().to_path_buf();
-        // One FIFO under a name of its own, so readers stuck on it can be let go.
-        let fifo = keep.path().join("keep.fifo");
-        mkfifo(&fifo);
-        std::fs::write(dir_path.join("photo.jpg"), b"jpeg").unwrap();
         let root = Arc::new(ImageRoot::new(&dir_path, 1 << 20).unwrap());
-        let stop = Arc::new(AtomicBool::new(false));
-        let swapper = {
-            let (stop, fifo, dir) = (stop.clone(), fifo.clone(), dir_path.clone());
-            std::thread::spawn(move || {
-                let file = dir.join(".file");
-                std::fs::write(&file, b"jpeg").unwrap();
-                let (file_tmp, fifo_tmp) = (dir.join(".file.tmp"), dir.join(".fifo.tmp"));
-                while !stop.load(Ordering::Relaxed) {
-                    std::fs::hard_link(&file, &file_tmp).unwrap();
-                    std::fs::rename(&file_tmp, dir.join("photo.jpg")).unwrap();
-                    std::fs::hard_link(&fifo, &fifo_tmp).unwrap();
-                    std::fs::rename(&fifo_tmp, dir.join("photo.jpg")).unwrap();
-                }
-            })
-        };
+        // Swap photo.jpg between a regular file and a FIFO as fast as rename allows.
+        let swap = FifoSwap::start(&dir_path, "photo.jpg", b"jpeg");
         let (mut read, mut refused, mut hung) = (0, 0, false);
         let until = std::time::Instant::now() + Duration::from_secs(3);
         while std::time::Instant::now() < until {
@@ -664,11 +626,7 @@ mod tests {
                 }
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        swapper.join().unwrap();
-        if hung {
-            release_readers(&fifo);
-        }
+        swap.stop(hung);
         assert!(
             !hung,
             "a read blocked on the FIFO (after {read} read, {refused} refused)"

@@ -9,7 +9,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use facewire_recognition::grouping::{FaceIndex, Grouper, GroupingConfig};
 use facewire_storage::{
-    both_backends, images::Outcome, DetectedFace, NewImage, PersonFilter, PersonUpdate, Store,
+    both_backends, images::Outcome, testing, DetectedFace, PersonFilter, PersonUpdate, Store,
 };
 use support::*;
 
@@ -87,26 +87,8 @@ fn labeled_faces() -> Vec<(Option<String>, DetectedFace)> {
 /// Writes one image per face through the processor's write path; returns face ids in
 /// the order given.
 async fn write(store: &Store, faces: Vec<DetectedFace>) -> Vec<i64> {
-    let new = (0..faces.len())
-        .map(|i| NewImage {
-            path: format!("g/{i}.jpg"),
-            content_hash: format!("{i:064x}"),
-        })
-        .collect();
-    let images: Vec<i64> = store
-        .insert_batch(new)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    let claims = store.claim(images.clone()).await.unwrap();
-    let outcomes = claims
-        .into_iter()
-        .zip(faces)
-        .map(|(c, f)| (c, Outcome::Done(vec![f])))
-        .collect();
-    store.finish(outcomes).await.unwrap();
+    let images = testing::insert_ids(store, testing::new_images(faces.len())).await;
+    testing::process(store, &images, |i| Outcome::Done(vec![faces[i].clone()])).await;
     let mut ids = Vec::new();
     for image in images {
         let faces = store

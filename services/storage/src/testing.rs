@@ -109,3 +109,38 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// Records `new` images and returns their ids, in order.
+pub async fn insert_ids(store: &crate::Store, new: Vec<crate::NewImage>) -> Vec<i64> {
+    let records = store.insert_batch(new).await.expect("insert the images");
+    records.iter().map(|r| r.id).collect()
+}
+
+/// `n` new images with paths and hashes no other call of this process uses.
+pub fn new_images(n: usize) -> Vec<crate::NewImage> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tag = crate::now_millis();
+    (0..n)
+        .map(|i| crate::NewImage {
+            path: format!("{tag}-{call}/{i}.jpg"),
+            content_hash: format!("{tag:024x}{call:08x}{i:032x}"),
+        })
+        .collect()
+}
+
+/// Claims `ids` and finishes the `i`-th with `outcome(i)`, through the processor's write
+/// path (one transaction).
+pub async fn process(store: &crate::Store, ids: &[i64], outcome: impl Fn(usize) -> crate::Outcome) {
+    let claims = store.claim(ids.to_vec()).await.expect("claim the images");
+    assert_eq!(claims.len(), ids.len(), "every image claimed");
+    let position = |id: i64| ids.iter().position(|&x| x == id).unwrap_or_default();
+    let outcomes = claims
+        .into_iter()
+        .map(|c| {
+            let i = position(c.id);
+            (c, outcome(i))
+        })
+        .collect();
+    store.finish(outcomes).await.expect("finish the images");
+}

@@ -30,13 +30,7 @@ async fn processed(
             content_hash: format!("{i:064x}"),
         })
         .collect();
-    let ids: Vec<i64> = store
-        .insert_batch(new)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
+    let ids = facewire_storage::testing::insert_ids(store, new).await;
     reprocess(store, &ids, faces).await;
     ids
 }
