@@ -384,16 +384,16 @@ impl Upstream {
             .faces)
     }
 
-    /// The stored faces most like face `face_id`, best first (at most `limit`; the
-    /// service's default similarity cut). `FAILED_PRECONDITION` when the service keeps
-    /// no face index.
+    /// The stored faces most like `query` (a stored face, or the largest face in a
+    /// photo), best first (at most `limit`; the service's default similarity cut).
+    /// `FAILED_PRECONDITION` when the service keeps no face index.
     pub async fn search_faces(
         &self,
-        face_id: i64,
+        query: pb::search_faces_request::Query,
         limit: i32,
     ) -> Result<Vec<pb::FaceMatch>, Status> {
         let request = pb::SearchFacesRequest {
-            query: Some(pb::search_faces_request::Query::FaceId(face_id)),
+            query: Some(query),
             limit,
             min_similarity: 0.0,
         };

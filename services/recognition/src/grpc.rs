@@ -67,7 +67,7 @@ impl From<AdmissionError> for Status {
 
 /// The status of a Recognize call whose image failed: the client's fault unless the
 /// analysis itself failed, whose details (OpenCV's text) stay in the log.
-fn image_status(e: ImageError) -> Status {
+pub(crate) fn image_status(e: ImageError) -> Status {
     match e {
         ImageError::Analysis(detail) => {
             tracing::warn!("face analysis failed: {detail}");

@@ -42,6 +42,9 @@ pub enum PeopleError {
     /// The service cannot do this here (e.g. read images without an image root).
     #[error("{0}")]
     Unsupported(String),
+    /// An image was not admitted to decoding (over the decode budget, or still waiting).
+    #[error(transparent)]
+    Admission(#[from] crate::image::AdmissionError),
 }
 
 impl From<StoreError> for PeopleError {
@@ -175,6 +178,8 @@ impl People {
         let (embedding, detection, exclude) = match query {
             SearchQuery::Image(bytes) => {
                 let recognizer = self.roster.recognizer().clone();
+                // A search photo is decoded like any other: within the decode budget.
+                let _permit = recognizer.decode_budget().admit(&bytes).await?;
                 let faces = tokio::task::spawn_blocking(move || recognizer.analyze(&bytes))
                     .await
                     .map_err(|e| ImageError::Analysis(e.to_string()))??;

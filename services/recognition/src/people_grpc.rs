@@ -48,8 +48,9 @@ impl From<PeopleError> for Status {
                 EditError::Store(e) => facewire_server::store_status(&e),
             },
             PeopleError::Roster(e) => e.into(),
-            PeopleError::Image(e) => Status::invalid_argument(e.to_string()),
+            PeopleError::Image(e) => crate::grpc::image_status(e),
             PeopleError::Unsupported(m) => Status::failed_precondition(m),
+            PeopleError::Admission(e) => e.into(),
         }
     }
 }

@@ -145,6 +145,22 @@ async fn a_bitmap_over_the_decode_budget_is_resource_exhausted() {
         "{:?}",
         r.results[1]
     );
+
+    // Searching with a photo decodes it too: within the same budget.
+    let mut people =
+        pb::people_service_client::PeopleServiceClient::connect(format!("http://{}", service.addr))
+            .await
+            .unwrap()
+            .max_encoding_message_size(64 << 20);
+    let status = people
+        .search_faces(pb::SearchFacesRequest {
+            query: Some(pb::search_faces_request::Query::Image(huge_16_bit_png())),
+            limit: 5,
+            min_similarity: 0.0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     service.stop().await;
 }
 

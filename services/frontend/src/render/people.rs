@@ -272,6 +272,7 @@ pub fn people_page(page: &PeoplePage) -> Markup {
             " "
             button type="submit" { "Enrol" }
         }
+        (super::search::search_form())
     };
     layout(
         "People",

@@ -1,5 +1,5 @@
-//! Search by face: the page listing the stored faces most like one face, with their
-//! people and photos.
+//! Search by face: the page listing the stored faces most like one face (a stored one,
+//! or the face in an uploaded photo), with their people and photos, and the upload form.
 
 use facewire_proto::v1 as pb;
 use maud::{html, Markup};
@@ -56,11 +56,23 @@ impl From<&pb::FaceMatch> for SimilarFace {
     }
 }
 
+/// Where a photo to search with is posted.
+pub const SEARCH_PHOTO_HREF: &str = "/search";
+
+/// What was searched with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Searched {
+    /// A stored face, by id.
+    Face(i64),
+    /// The face in an uploaded photo, by its file name.
+    Photo(String),
+}
+
 /// What the similar-faces page shows.
 #[derive(Debug, Clone)]
 pub struct SimilarPage {
-    /// The face searched with.
-    pub face_id: i64,
+    /// What was searched with.
+    pub searched: Searched,
     /// The faces found, best first, or a sentence saying why there are none.
     pub matches: Result<Vec<SimilarFace>, String>,
 }
@@ -80,14 +92,26 @@ fn who(m: &SimilarFace) -> Markup {
 /// The faces most like one face: a grid of their pictures, how alike each is, whose it
 /// is and the photo it is in.
 pub fn similar_page(page: &SimilarPage) -> Markup {
-    let title = format!("Faces like face {}", page.face_id);
+    let title = match &page.searched {
+        Searched::Face(id) => format!("Faces like face {id}"),
+        Searched::Photo(file) if file.is_empty() => "Faces like your photo".to_string(),
+        Searched::Photo(file) => format!("Faces like the one in {file}"),
+    };
     let body = html! {
         div class="person-head" {
-            img class="crop" src=(face_crop_href(page.face_id)) alt={ "Face " (page.face_id) }
-                width="112" height="112";
+            @if let Searched::Face(id) = page.searched {
+                img class="crop" src=(face_crop_href(id)) alt={ "Face " (id) }
+                    width="112" height="112";
+            }
             div {
                 h1 { (title) }
-                p class="hint" { "The most similar faces stored, most alike first." }
+                p class="hint" {
+                    @if let Searched::Photo(_) = page.searched {
+                        "The stored faces most like the largest face in your photo, most alike first."
+                    } @else {
+                        "The most similar faces stored, most alike first."
+                    }
+                }
             }
         }
         @match &page.matches {
@@ -117,8 +141,24 @@ pub fn similar_page(page: &SimilarPage) -> Markup {
             }
             Err(e) => { (notice("error", e)) }
         }
+        (search_form())
     };
     layout(&title, Nav::Images, &BodyData::default(), body)
+}
+
+/// The form that searches the stored faces with the face in a photo from this computer.
+pub fn search_form() -> Markup {
+    html! {
+        h2 { "Search by photo" }
+        form method="post" action=(SEARCH_PHOTO_HREF) enctype="multipart/form-data" class="search-photo" {
+            label {
+                "A photo of someone "
+                input type="file" name="photo" accept="image/*" required;
+            }
+            " "
+            button type="submit" { "Find faces like it" }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,7 +189,7 @@ mod tests {
     #[test]
     fn the_grid_says_whose_each_face_is_escaped() {
         let html = similar_page(&SimilarPage {
-            face_id: 7,
+            searched: Searched::Face(7),
             matches: Ok(vec![
                 found(8, 3, "<script>alert(1)</script>", 42),
                 found(11, 5, "", 44),
@@ -175,16 +215,39 @@ mod tests {
     #[test]
     fn no_matches_and_failures_say_so() {
         let none = similar_page(&SimilarPage {
-            face_id: 7,
+            searched: Searched::Face(7),
             matches: Ok(Vec::new()),
         })
         .into_string();
         assert!(none.contains("No other face looks like this one."));
         let failed = similar_page(&SimilarPage {
-            face_id: 7,
+            searched: Searched::Face(7),
             matches: Err("Search by <face> is off.".into()),
         })
         .into_string();
         assert!(failed.contains("role=\"alert\">Search by &lt;face&gt; is off.</div>"));
+    }
+
+    #[test]
+    fn a_photo_search_names_the_file_escaped_and_offers_the_form() {
+        let html = similar_page(&SimilarPage {
+            searched: Searched::Photo("<b>me</b>.jpg".into()),
+            matches: Ok(vec![found(8, 3, "Ann", 42)]),
+        })
+        .into_string();
+        assert!(
+            html.contains("<h1>Faces like the one in &lt;b&gt;me&lt;/b&gt;.jpg</h1>"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>me"), "{html}");
+        assert!(
+            !html.contains("class=\"crop\" src=\"/faces/0/"),
+            "no crop of a stored face"
+        );
+        assert!(html.contains("data-face-id=\"8\""));
+        assert!(html.contains(
+            "<form method=\"post\" action=\"/search\" enctype=\"multipart/form-data\" class=\"search-photo\">"
+        ));
+        assert!(html.contains("name=\"photo\""));
     }
 }

@@ -51,6 +51,11 @@ pub(crate) fn routes(state: Shared, token: Option<&str>) -> Router {
             "/people/enroll",
             post(people::enroll).layer(DefaultBodyLimit::max(upload_limit)),
         )
+        // A read, but an upload: like every POST it must come from this site.
+        .route(
+            "/search",
+            post(search::photo_page).layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route("/people/remove", post(people::remove))
         .route("/people/{person}/rename", post(people::rename))
         .route("/people/{person}/hide", post(people::hide))
@@ -163,6 +168,23 @@ fn html(status: StatusCode, body: Markup) -> Response {
         body.into_string(),
     )
         .into_response()
+}
+
+/// What an unreadable upload means, in the page's words: over the upload limit (then
+/// `advice`), or cut short.
+fn upload_failure(
+    state: &AppState,
+    e: &axum::extract::multipart::MultipartError,
+    advice: &str,
+) -> String {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        format!(
+            "The upload is larger than {} bytes (FACEWIRE_MAX_UPLOAD_BYTES); {advice}.",
+            state.max_upload_bytes
+        )
+    } else {
+        format!("The upload could not be read: {}", e.body_text())
+    }
 }
 
 fn error_page(status: StatusCode, title: &str, message: &str) -> Response {

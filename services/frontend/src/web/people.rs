@@ -167,14 +167,8 @@ pub(super) async fn enroll(State(state): State<Shared>, mut form: Multipart) -> 
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(e) => {
-                let message = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!(
-                        "The upload is larger than {} bytes (FACEWIRE_MAX_UPLOAD_BYTES); enrol fewer or smaller photos at a time.",
-                        state.max_upload_bytes
-                    )
-                } else {
-                    format!("The upload could not be read: {}", e.body_text())
-                };
+                let message =
+                    super::upload_failure(&state, &e, "enrol fewer or smaller photos at a time");
                 return after_action(
                     &state,
                     e.status(),
@@ -195,7 +189,11 @@ pub(super) async fn enroll(State(state): State<Shared>, mut form: Multipart) -> 
                     e.status(),
                     Some((
                         "error",
-                        format!("The upload could not be read: {}", e.body_text()),
+                        super::upload_failure(
+                            &state,
+                            &e,
+                            "enrol fewer or smaller photos at a time",
+                        ),
                     )),
                     Vec::new(),
                     name,

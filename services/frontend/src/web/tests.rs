@@ -939,3 +939,65 @@ async fn suggested_people_are_named_in_one_step_and_small_ones_shown_on_request(
     .await;
     assert_eq!(headers[header::LOCATION], "/people/15?done=renamed");
 }
+
+/// A multipart upload of one file in field `photo`, as a browser's form sends it.
+fn post_photo(uri: &str, file: &str, bytes: &[u8]) -> http::Request<Body> {
+    let boundary = "facewire-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"{file}\"\r\n\
+         Content-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    http::Request::post(uri)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_photo_from_this_computer_is_searched_with() {
+    let site = FakeSite::start(World::example()).await;
+    let router = &site.router;
+    let (_, _, page) = get(router, "/people").await;
+    assert!(page.contains("action=\"/search\""), "{page}");
+
+    let (status, _, page) = send(router, post_photo("/search", "me <1>.jpg", b"jpeg bytes")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("<h1>Faces like the one in me &lt;1&gt;.jpg</h1>"),
+        "{page}"
+    );
+    // Every stored face is a candidate: none is the query.
+    for face in [7, 8, 11] {
+        assert!(
+            page.contains(&format!("data-face-id=\"{face}\"")),
+            "{face}: {page}"
+        );
+    }
+    assert_eq!(site.world().searched_photos, vec![b"jpeg bytes".to_vec()]);
+
+    // No face in it: said in the page's words, not the service's.
+    let (status, _, page) = send(router, post_photo("/search", "cat.jpg", b"no face here")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("No face was found in this photo"), "{page}");
+    assert!(!page.contains("yunet"), "{page}");
+
+    // No photo chosen.
+    let (status, _, page) = send(router, post_photo("/search", "", b"")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("Choose a photo"), "{page}");
+
+    // Another site's page cannot make a visitor's browser search (and send a photo).
+    let (status, _, _) = send(router, cross_site(post_photo("/search", "x.jpg", b"jpeg"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        site.world().searched_photos.len(),
+        2,
+        "only the two photos sent"
+    );
+}

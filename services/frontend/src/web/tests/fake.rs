@@ -46,6 +46,8 @@ pub(crate) struct World {
     pub(crate) declined: Vec<(i64, i64)>,
     /// Every face searched with.
     pub(crate) searched: Vec<i64>,
+    /// Every photo searched with.
+    pub(crate) searched_photos: Vec<Vec<u8>>,
     /// Whether the service keeps a face index (search and suggestions need one).
     indexed: bool,
 }
@@ -134,6 +136,7 @@ impl World {
             look_alikes: vec![(3, 5, 0.8349, 3), (4, 3, 0.6, 1)],
             declined: Vec::new(),
             searched: Vec::new(),
+            searched_photos: Vec::new(),
             indexed: true,
         }
     }
@@ -585,13 +588,26 @@ impl PeopleService for Fake {
         request: Request<pb::SearchFacesRequest>,
     ) -> Answer<pb::SearchFacesResponse> {
         let request = request.into_inner();
-        let Some(pb::search_faces_request::Query::FaceId(id)) = request.query else {
-            return Err(Status::unimplemented("fake: search by face id only"));
-        };
         let mut world = self.world();
-        world.searched.push(id);
+        // A photo is searched as if its face were none stored (id 0); a photo whose
+        // bytes start with "no face" has none.
+        let id = match request.query {
+            Some(pb::search_faces_request::Query::FaceId(id)) => {
+                world.searched.push(id);
+                id
+            }
+            Some(pb::search_faces_request::Query::Image(bytes)) => {
+                let faceless = bytes.starts_with(b"no face");
+                world.searched_photos.push(bytes);
+                if faceless {
+                    return Err(Status::invalid_argument("FaceCount(0) at yunet.rs:88"));
+                }
+                0
+            }
+            None => return Err(Status::invalid_argument("no query")),
+        };
         world.check_indexed()?;
-        if world.record(id).is_none() {
+        if id != 0 && world.record(id).is_none() {
             return Err(Status::not_found(format!("no face {id} in table faces_v3")));
         }
         let mut others: Vec<pb::FaceRecord> = world
