@@ -130,4 +130,34 @@ async fn name_a_face_on_the_image_page_then_find_the_photo_on_the_person_page() 
         .await;
     assert_eq!(title, "John Simm");
     browser.close().await;
+
+    // Search by an uploaded photo: a third photo of him, never submitted, finds the face
+    // named above, under his name.
+    let query = std::fs::read(&simm[2]).unwrap();
+    let boundary = "facewire-search-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"simm.jpg\"\r\n\
+         Content-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&query);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = reqwest::Client::new()
+        .post(format!("{}/search", up.web_url()))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Faces like the one in simm.jpg"), "{page}");
+    let found = format!("data-face-id=\"{face}\" data-person-id=\"{person}\"");
+    assert!(
+        page.contains(&found),
+        "{found} not among the results: {page}"
+    );
 }
