@@ -7,6 +7,7 @@
 //! changes are reloaded at once, so it reads its writes.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -101,8 +102,19 @@ pub fn person_from_file_name(path: &Path) -> Option<String> {
 pub struct Roster {
     recognizer: Arc<Recognizer>,
     store: Store,
-    // Serialises reloads so two concurrent refreshes do not both rebuild the matrix.
-    reload: tokio::sync::Mutex<()>,
+    // Serialises reloads so two concurrent refreshes do not both rebuild the matrix; holds
+    // each gallery face's row change time as of the embedding read (see `reload`).
+    reload: tokio::sync::Mutex<HashMap<i64, i64>>,
+}
+
+/// What a gallery reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Faces in the gallery now.
+    pub faces: usize,
+    /// Embeddings read from the database (every face at start; afterwards only faces new
+    /// to the gallery or changed since the last reload).
+    pub embeddings_read: usize,
 }
 
 impl Roster {
@@ -111,7 +123,7 @@ impl Roster {
         let roster = Self {
             recognizer,
             store,
-            reload: tokio::sync::Mutex::new(()),
+            reload: tokio::sync::Mutex::new(HashMap::new()),
         };
         roster.reload().await?;
         Ok(roster)
@@ -137,23 +149,47 @@ impl Roster {
         Ok(true)
     }
 
-    async fn reload(&self) -> Result<(), RosterError> {
-        let _guard = self.reload.lock().await;
-        let (version, rows) = self.store.gallery_faces().await?;
+    /// Brings the gallery in step with the database. It lists the gallery's faces without
+    /// their embeddings (ids, people, names, change times: tens of bytes a face) and reads
+    /// embeddings only of faces it does not hold or whose row changed since its
+    /// embedding was read (a change time other than the one recorded then: no clock
+    /// comparison, so a row committed late is not missed); renames, re-assignments and
+    /// removals need no embedding at all. At start, every embedding is read once.
+    pub async fn reload(&self) -> Result<ReloadReport, RosterError> {
+        let mut read_at = self.reload.lock().await;
+        let (version, members) = self.store.gallery_members().await?;
+        let gallery = self.recognizer.gallery();
+        let wanted: Vec<i64> = members
+            .iter()
+            .filter(|m| {
+                !gallery.contains(m.face_id) || read_at.get(&m.face_id) != Some(&m.updated_at)
+            })
+            .map(|m| m.face_id)
+            .collect();
+        let mut embeddings: std::collections::HashMap<i64, Vec<f32>> = self
+            .store
+            .face_embeddings(wanted)
+            .await?
+            .into_iter()
+            .collect();
+        let embeddings_read = embeddings.len();
+        let changed_at: HashMap<i64, i64> =
+            members.iter().map(|m| (m.face_id, m.updated_at)).collect();
+        let rows: Vec<GalleryFace> = members
+            .into_iter()
+            .map(|m| GalleryFace {
+                embedding: embeddings.remove(&m.face_id).unwrap_or_default(),
+                face_id: m.face_id,
+                person_id: m.person_id,
+                person: m.person,
+            })
+            .collect();
         let recognizer = self.recognizer.clone();
         // The index moves only the faces that differ (the first load builds it in bulk,
         // minutes at a million faces): keep it off the async threads.
-        tokio::task::spawn_blocking(move || {
+        let faces = tokio::task::spawn_blocking(move || {
             let gallery = recognizer.gallery();
-            let report = gallery.sync(
-                rows.into_iter().map(|r| GalleryFace {
-                    face_id: r.face_id,
-                    person_id: r.person_id,
-                    person: r.person,
-                    embedding: r.embedding,
-                }),
-                version,
-            );
+            let report = gallery.sync(rows, version);
             if report.skipped > 0 {
                 tracing::warn!(
                     skipped = report.skipped,
@@ -168,13 +204,19 @@ impl Roster {
                 reembedded = report.reembedded,
                 moved = report.moved,
                 removed = report.removed,
+                embeddings_read,
                 "gallery in step"
             );
+            gallery.len()
         })
         .await
-        .map_err(|e| RosterError::Internal(e.to_string()))
+        .map_err(|e| RosterError::Internal(e.to_string()))?;
+        *read_at = changed_at;
+        Ok(ReloadReport {
+            faces,
+            embeddings_read,
+        })
     }
-
     /// Polls the gallery version every `interval` until `shutdown`, reloading on change,
     /// so enrolments made through other replicas become visible here.
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {

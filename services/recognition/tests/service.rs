@@ -695,3 +695,79 @@ async fn people_service_refuses_bad_input_and_embeds_drawn_faces() {
     assert_eq!(first.job.unwrap().id, second.job.unwrap().id);
     service.stop().await;
 }
+
+/// A unit vector along axis `i`: distinct faces that need no model.
+fn axis(i: usize) -> Vec<f32> {
+    let mut e = vec![0.0f32; facewire_recognition::EMBEDDING_DIM];
+    e[i] = 1.0;
+    e
+}
+
+#[tokio::test]
+async fn a_gallery_reload_reads_only_new_or_changed_embeddings() {
+    use facewire_storage::{gallery::NewFace, PersonUpdate};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/g.db", dir.path().display());
+    let store = Store::open(&url, StoreOptions::default()).await.unwrap();
+    let enrol = |person: &'static str, i: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .enroll_face(NewFace {
+                    person: person.into(),
+                    content_hash: format!("{i:064x}"),
+                    embedding: axis(i),
+                    bbox: [0.0, 0.0, 10.0, 10.0],
+                    crop: None,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..20 {
+        enrol("Ann", i).await;
+    }
+    enrol("Bob", 20).await;
+    let roster = Roster::open(own_recognizer(), store.clone()).await.unwrap();
+    assert_eq!(roster.recognizer().gallery().len(), 21);
+
+    // Nothing changed: no embedding is read again.
+    let report = roster.reload().await.unwrap();
+    assert_eq!((report.faces, report.embeddings_read), (21, 0));
+
+    // One enrolment: one embedding read, not 22.
+    enrol("Ann", 21).await;
+    let report = roster.reload().await.unwrap();
+    assert_eq!((report.faces, report.embeddings_read), (22, 1));
+
+    // A rename needs no embedding, and matching answers with the new name.
+    let (_, members) = store.gallery_members().await.unwrap();
+    let bob = members
+        .iter()
+        .find(|m| m.person == "Bob")
+        .unwrap()
+        .person_id;
+    store
+        .update_person(
+            bob,
+            PersonUpdate {
+                name: Some("Robert".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let report = roster.reload().await.unwrap();
+    assert_eq!((report.faces, report.embeddings_read), (22, 0));
+    let query: [f32; facewire_recognition::EMBEDDING_DIM] = axis(20).try_into().unwrap();
+    let (name, _) = roster.recognizer().identify(&query);
+    assert_eq!(name.as_deref(), Some("Robert"));
+
+    // Deleting him removes his face without reading any.
+    store.delete_person(bob).await.unwrap();
+    let report = roster.reload().await.unwrap();
+    assert_eq!((report.faces, report.embeddings_read), (21, 0));
+    let (name, _) = roster.recognizer().identify(&query);
+    assert_ne!(name.as_deref(), Some("Robert"));
+}

@@ -53,6 +53,23 @@ pub struct GalleryRow {
     pub embedding: Vec<f32>,
 }
 
+/// A face of the gallery without its embedding: what a reload compares with the faces
+/// it already holds, so it reads embeddings only of faces new or changed since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GalleryMember {
+    /// The face's id.
+    pub face_id: i64,
+    /// Its person's id.
+    pub person_id: i64,
+    /// Its person's name.
+    pub person: String,
+    /// When the face row last changed (a new embedding changes it), ms since the epoch.
+    pub updated_at: i64,
+}
+
+/// Most ids per `IN (...)` list (SQLite allows 32 766 bound variables).
+const IDS_PER_QUERY: usize = 10_000;
+
 /// An enrolled person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersonSummary {
@@ -89,9 +106,6 @@ pub fn embedding_from_bytes(bytes: &[u8]) -> Result<Vec<f32>, StoreError> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
 }
-
-/// Face id, person id, name, embedding bytes.
-type GalleryQueryRow = (i64, i64, Option<String>, Option<Vec<u8>>);
 
 impl Store {
     /// Adds a face, creating its person if new. Idempotent by content hash: the same
@@ -166,40 +180,77 @@ impl Store {
         })
     }
 
-    /// Every enrolled face with its person, and the version they reflect (read in one
-    /// transaction, so a concurrent enrolment is either in both or in neither).
+    /// Every gallery face with its person and embedding, and the version the list
+    /// reflects: [`Store::gallery_members`] and then their embeddings (a face deleted in
+    /// between is left out).
     pub async fn gallery_faces(&self) -> Result<(i64, Vec<GalleryRow>), StoreError> {
+        let (version, members) = self.gallery_members().await?;
+        let ids = members.iter().map(|m| m.face_id).collect();
+        let mut embeddings: std::collections::HashMap<i64, Vec<f32>> =
+            self.face_embeddings(ids).await?.into_iter().collect();
+        let rows = members
+            .into_iter()
+            .filter_map(|m| {
+                Some(GalleryRow {
+                    embedding: embeddings.remove(&m.face_id)?,
+                    face_id: m.face_id,
+                    person_id: m.person_id,
+                    person: m.person,
+                })
+            })
+            .collect();
+        Ok((version, rows))
+    }
+
+    /// Every face of the gallery without its embedding, and the version they reflect
+    /// (one transaction).
+    pub async fn gallery_members(&self) -> Result<(i64, Vec<GalleryMember>), StoreError> {
         with_conn!(self, |conn| {
             conn.transaction(|conn| {
                 let version: i64 = gallery_version::table
                     .filter(gallery_version::id.eq(1))
                     .select(gallery_version::version)
                     .first(conn)?;
-                let rows: Vec<GalleryQueryRow> = faces::table
+                let rows: Vec<(i64, i64, Option<String>, i64)> = faces::table
                     .inner_join(people::table.on(people::id.nullable().eq(faces::person_id)))
                     .filter(faces::embedding.is_not_null())
                     .filter(faces::assigned.eq_any(["enrolled", "manual"]))
                     .filter(people::name.is_not_null())
                     .filter(people::merged_into.is_null())
                     .order(faces::id.asc())
-                    .select((faces::id, people::id, people::name, faces::embedding))
+                    .select((faces::id, people::id, people::name, faces::updated_at))
                     .load(conn)?;
-                let faces = rows
+                let members = rows
                     .into_iter()
-                    .map(|(face_id, person_id, person, bytes)| {
-                        Ok(GalleryRow {
-                            face_id,
-                            person_id,
-                            person: person.unwrap_or_default(),
-                            embedding: embedding_from_bytes(bytes.as_deref().unwrap_or_default())
-                                .map_err(|e| {
-                                StoreError::Corrupt(format!("face {face_id}: {e}"))
-                            })?,
-                        })
+                    .map(|(face_id, person_id, person, updated_at)| GalleryMember {
+                        face_id,
+                        person_id,
+                        person: person.unwrap_or_default(),
+                        updated_at,
                     })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
-                Ok::<_, StoreError>((version, faces))
+                    .collect();
+                Ok::<_, StoreError>((version, members))
             })
+        })
+    }
+
+    /// The embeddings of faces `ids` (those that have one), by face id.
+    pub async fn face_embeddings(&self, ids: Vec<i64>) -> Result<Vec<(i64, Vec<f32>)>, StoreError> {
+        with_conn!(self, |conn| {
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(IDS_PER_QUERY) {
+                let rows: Vec<(i64, Option<Vec<u8>>)> = faces::table
+                    .filter(faces::id.eq_any(chunk))
+                    .filter(faces::embedding.is_not_null())
+                    .select((faces::id, faces::embedding))
+                    .load(conn)?;
+                for (face_id, bytes) in rows {
+                    let embedding = embedding_from_bytes(bytes.as_deref().unwrap_or_default())
+                        .map_err(|e| StoreError::Corrupt(format!("face {face_id}: {e}")))?;
+                    out.push((face_id, embedding));
+                }
+            }
+            Ok::<_, StoreError>(out)
         })
     }
 
