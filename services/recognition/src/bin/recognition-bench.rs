@@ -10,6 +10,7 @@
 //! Prints numbers; asserts nothing about time.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -44,7 +45,8 @@ struct Args {
     /// Longest side detection runs at (the service's `--detection-max-side`).
     #[arg(long, default_value_t = facewire_recognition::DetectorOptions::default().max_side)]
     max_side: i32,
-    /// Parts to run: accuracy, small-faces, latency, stages, scaling, memory (default: all);
+    /// Parts to run: accuracy, small-faces, latency, stages, scaling, grouping, memory
+    /// (default: all);
     /// `crops` (only when named) writes the calibration faces of the int8 trial.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -57,6 +59,9 @@ struct Args {
     /// The scaling part's HNSW candidates per search (`ef`; default: the index's).
     #[arg(long)]
     expansion_search: Option<usize>,
+    /// Face counts the grouping part groups from scratch, one face at a time.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
+    grouping_sizes: Vec<usize>,
     /// Where `--only crops` writes the aligned faces of the group photos (binary PPM), the
     /// calibration set of scripts/quantize-trial.py.
     #[arg(long, default_value = "target/aligned-crops")]
@@ -114,6 +119,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wants("scaling") {
             scaling(&recognizer, &image, &args)?;
+        }
+        if wants("grouping") {
+            grouping(&args);
         }
         if wants("memory") {
             memory(&recognizer)?;
@@ -711,6 +719,119 @@ fn cpu_seconds() -> f64 {
 }
 
 /// The 1-minute load average, to read the timings against.
+/// Groups `n` synthetic faces (10 a person) from scratch with the service's rule and
+/// defaults, one face at a time as they would arrive: insert into the face index, decide,
+/// record the decision in the index. The database writes are left out (one conditional
+/// UPDATE per decision in the service). Prints the total time, the p50/p99 of one new
+/// face over the last 1 000 (with nearly `n` already indexed), and BCubed quality against
+/// the synthetic identities, with one `grouping ...` line per size for scripts.
+fn grouping(args: &Args) {
+    use facewire_recognition::grouping::{Decision, FaceIndex, GroupingConfig};
+    use facewire_storage::{grouping::IndexedFace, Assigned};
+
+    let config = GroupingConfig::default();
+    println!(
+        "\n## grouping from scratch (synthetic SFace-like faces, 10 a person; min_faces {}, min_similarity {}; database writes left out; load average {})",
+        config.min_faces,
+        config.min_similarity,
+        load_average()
+    );
+    println!("| faces | total | per face (mean) | one new face p50 | p99 | BCubed precision | BCubed recall | suggested people |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let face = |id: i64, person_id: Option<i64>, embedding: Vec<f32>| IndexedFace {
+        id,
+        person_id,
+        assigned: person_id.map(|_| Assigned::Auto),
+        image_id: Some(id),
+        size: 120.0,
+        detection_score: Some(0.95),
+        embedding,
+        updated_at: 0,
+    };
+    for &n in &args.grouping_sizes {
+        let generator =
+            FaceGenerator::new(Params::sface_like(synthetic_people(n), SYNTHETIC_SEED + 1));
+        let index = FaceIndex::new(config);
+        let mut person_of: HashMap<i64, i64> = HashMap::new();
+        let mut next_person = 0i64;
+        let mut last = Vec::with_capacity(1_000);
+        let mut untimed = Duration::ZERO;
+        eprintln!("grouping: {n} faces ...");
+        let start = Instant::now();
+        for i in 0..n {
+            let t = Instant::now();
+            let embedding = generator.face(i);
+            untimed += t.elapsed();
+            let one = Instant::now();
+            let id = i as i64;
+            index.apply_page(vec![face(id, None, embedding)]);
+            let members = match index.decide(id, &[]) {
+                Decision::Join(person, _) => vec![(id, person)],
+                Decision::Start(faces) => {
+                    next_person += 1;
+                    faces.into_iter().map(|(f, _)| (f, next_person)).collect()
+                }
+                Decision::Wait => Vec::new(),
+            };
+            // Meta only: a face already indexed keeps its vector.
+            index.apply_page(
+                members
+                    .iter()
+                    .map(|&(f, p)| face(f, Some(p), Vec::new()))
+                    .collect(),
+            );
+            person_of.extend(members);
+            if i + 1_000 >= n {
+                last.push(one.elapsed());
+            }
+            if (i + 1) % 100_000 == 0 {
+                eprintln!(
+                    "grouping: {} faces in {:.0} s",
+                    i + 1,
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let total = start.elapsed().saturating_sub(untimed);
+        last.sort();
+        // BCubed over every face (a face left alone is a cluster of its own).
+        let identity = |i: usize| generator.identity_of(i) as i64;
+        let mut cluster_size: HashMap<i64, usize> = HashMap::new();
+        let mut overlap: HashMap<(i64, i64), usize> = HashMap::new();
+        for (&f, &p) in &person_of {
+            *cluster_size.entry(p).or_default() += 1;
+            *overlap.entry((p, identity(f as usize))).or_default() += 1;
+        }
+        let mut identity_size: HashMap<i64, usize> = HashMap::new();
+        for i in 0..n {
+            *identity_size.entry(identity(i)).or_default() += 1;
+        }
+        let (mut precision, mut recall) = (0.0, 0.0);
+        for i in 0..n {
+            let who = identity(i);
+            let (same, size) = match person_of.get(&(i as i64)) {
+                Some(&p) => (overlap[&(p, who)], cluster_size[&p]),
+                None => (1, 1),
+            };
+            precision += same as f64 / size as f64;
+            recall += same as f64 / identity_size[&who] as f64;
+        }
+        let (precision, recall) = (precision / n as f64, recall / n as f64);
+        let p50 = percentile(&last, 0.5);
+        let p99 = percentile(&last, 0.99);
+        println!(
+            "| {n} | {:.1} s | {:.2} ms | {p50:.2} ms | {p99:.2} ms | {precision:.3} | {recall:.3} | {} |",
+            total.as_secs_f64(),
+            total.as_secs_f64() * 1000.0 / n as f64,
+            cluster_size.len()
+        );
+        println!(
+            "grouping faces={n} total_s={:.1} one_face_p50_ms={p50:.3} one_face_p99_ms={p99:.3} bcubed_precision={precision:.3} bcubed_recall={recall:.3}",
+            total.as_secs_f64()
+        );
+    }
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
