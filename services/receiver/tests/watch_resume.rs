@@ -94,10 +94,20 @@ async fn reconnecting_client_gets_exactly_what_it_missed(store: Store) {
         unreachable!()
     };
 
-    // Watch everything; see `a` claimed, then disconnect.
+    // Watch everything: the live feed starts a little in the past, so it shows the fresh
+    // inserts; wait for the last one (in feed order), so this client has seen them all
+    // (claimed in the same millisecond as the insert, `a` would come first and the
+    // others would rightly be replayed as missed).
     let mut first = app.watch(vec![], "").await.unwrap();
+    loop {
+        let (id, status, _) = next(&mut first).await;
+        assert_eq!(status, pb::ImageStatus::Pending);
+        if id == d {
+            break;
+        }
+    }
+    // See `a` claimed, then disconnect.
     let claim_a = app.claim(a).await;
-    // (The live feed may show the fresh inserts first: it starts a little in the past.)
     let cursor = loop {
         let (id, status, cursor) = next(&mut first).await;
         if (id, status) == (a, pb::ImageStatus::Processing) {

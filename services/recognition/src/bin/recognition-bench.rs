@@ -563,12 +563,12 @@ struct ScalingRow {
 /// Gallery size against lookup time, recall and the whole request. Per size: the gallery is
 /// built from synthetic faces streamed into [`Gallery::build_with`] (start-up time; making the
 /// faces and the brute-force reference are not timed), then `best_match` is timed for 1 000
-/// held-out faces of gallery people (new photos, not in the gallery), the first 200 of them
+/// held-out faces of gallery people (new photos, not in the gallery), every one of them
 /// checked against brute force over every face, and the bench image recognised with that
 /// gallery installed.
 fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result<()> {
     const LOOKUPS: usize = 1_000;
-    const RECALL_QUERIES: usize = 200;
+    const RECALL_QUERIES: usize = LOOKUPS;
     let mut config = AutoConfig::default();
     if let Some(ef) = args.expansion_add {
         config.hnsw.expansion_add = ef;
