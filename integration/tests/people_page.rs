@@ -142,22 +142,31 @@ async fn name_a_face_on_the_image_page_then_find_the_photo_on_the_person_page() 
     .into_bytes();
     body.extend_from_slice(&query);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let response = reqwest::Client::new()
-        .post(format!("{}/search", up.web_url()))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let page = response.text().await.unwrap();
-    assert!(page.contains("Faces like the one in simm.jpg"), "{page}");
+    // The search index follows the database every second: the naming may take that
+    // long to show in its results.
     let found = format!("data-face-id=\"{face}\" data-person-id=\"{person}\"");
-    assert!(
-        page.contains(&found),
-        "{found} not among the results: {page}"
-    );
+    let deadline = std::time::Instant::now() + SHOW;
+    loop {
+        let response = reqwest::Client::new()
+            .post(format!("{}/search", up.web_url()))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let page = response.text().await.unwrap();
+        assert!(page.contains("Faces like the one in simm.jpg"), "{page}");
+        if page.contains(&found) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{found} not among the results: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
