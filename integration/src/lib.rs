@@ -335,6 +335,64 @@ pub async fn grpcurl(args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("run {bin} (install it with scripts/setup): {e}"))
 }
 
+/// Runs the real `facewire ARGS` (a CLI command) in `dir` with `env`, the workspace's
+/// models and quiet logs.
+pub async fn run_cli(
+    dir: &Path,
+    env: &HashMap<String, String>,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(facewire_bin())
+        .args(args)
+        .envs(env)
+        .env("FACEWIRE_MODEL_DIR", workspace_root().join("models"))
+        .env("FACEWIRE_LOG", "warn")
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("run facewire")
+}
+
+/// Runs `facewire ARGS` (see [`run_cli`]); returns stdout parsed as JSON (`Null` when it
+/// is not JSON), or panics with stderr when the command fails.
+pub async fn cli(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> serde_json::Value {
+    let out = run_cli(dir, env, args).await;
+    assert!(
+        out.status.success(),
+        "facewire {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// The CLI pointed at one running server: `facewire ARGS --server URL`, run in `dir`.
+#[derive(Debug, Clone)]
+pub struct ServerCli<'a> {
+    /// Where it runs (relative paths are read from here).
+    pub dir: &'a Path,
+    /// Its environment.
+    pub env: &'a HashMap<String, String>,
+    /// The server's gRPC URL.
+    pub server: String,
+}
+
+impl ServerCli<'_> {
+    /// `facewire ARGS --server URL --json`: stdout as JSON (panics when it fails).
+    pub async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--server", &self.server, "--json"]);
+        cli(self.dir, self.env, &all).await
+    }
+
+    /// `facewire ARGS --server URL` for a command without JSON output (panics when it
+    /// fails).
+    pub async fn run(&self, args: &[&str]) {
+        let mut all = args.to_vec();
+        all.extend(["--server", &self.server]);
+        cli(self.dir, self.env, &all).await;
+    }
+}
+
 /// The photos of `person` in the test data (`testdata/dlib/johns/<person>`, one face
 /// each), sorted by name.
 pub fn photos(person: &str) -> Vec<PathBuf> {

@@ -3,32 +3,8 @@
 
 use std::{collections::HashMap, path::Path};
 
-use facewire_integration::{facewire_bin, photos, workspace_root, Backends, Service};
+use facewire_integration::{cli, facewire_bin, photos, run_cli, workspace_root, Backends, Service};
 use serde_json::Value;
-
-/// Runs `facewire ARGS` with `env` in `dir`.
-async fn run_cli(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(facewire_bin())
-        .args(args)
-        .envs(env)
-        .env("FACEWIRE_MODEL_DIR", workspace_root().join("models"))
-        .env("FACEWIRE_LOG", "warn")
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("run facewire")
-}
-
-/// Runs `facewire ARGS`; returns stdout parsed as JSON (or panics with stderr).
-async fn cli(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> Value {
-    let out = run_cli(dir, env, args).await;
-    assert!(
-        out.status.success(),
-        "facewire {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
 
 /// Like [`cli`], but expects failure and returns stderr.
 async fn cli_fails(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> String {

@@ -214,7 +214,7 @@ mod tests {
             128,
             AutoConfig {
                 threshold,
-                // The default search (ef = 256) on a graph this small visits nearly all of it,
+                // The default search on a graph this small visits most of it,
                 // so answers agree with the exact ones on nearly every id.
                 hnsw: HnswConfig::default(),
             },

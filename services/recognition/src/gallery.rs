@@ -701,7 +701,7 @@ mod tests {
             assert_eq!(m.person, format!("person-{}", m.person_id));
             agree += usize::from(Some(m.face_id) == exact_best(&faces, &query, &[]));
         }
-        // A graph this small is searched nearly whole at ef = 256, but the graph is built
+        // A graph this small is searched nearly whole by default, but the graph is built
         // on several threads, so which near-tie wins varies from run to run (98/100 seen):
         // the floor is what an approximate index honestly reaches every time.
         assert!(agree >= 95, "{agree}/100 agree with brute force");

