@@ -16,12 +16,14 @@ use facewire_proto::{
     },
     BearerAuth, ClientError, ClientOptions,
 };
-use facewire_resilience::{balanced_channel, Backoff, BreakerLayer, ChannelError, ResilientClient};
+use facewire_resilience::{
+    balanced_channel, Backoff, BalancedChannel, BreakerLayer, ChannelError, ResilientClient,
+};
 use facewire_server::CancellationToken;
 use facewire_telemetry::{trace_context::InjectTraceContext, InjectTraceContextLayer};
 use serde::Serialize;
 use tokio::sync::broadcast;
-use tonic::{codegen::InterceptedService, transport::Channel, Code, Status};
+use tonic::{codegen::InterceptedService, Code, Status};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
@@ -106,7 +108,7 @@ fn channel(
 
 /// A channel whose calls carry the page request's trace context (`traceparent`), so a
 /// page's calls join its trace in the receiver's and recognition's logs.
-type Traced = InjectTraceContext<Channel>;
+type Traced = InjectTraceContext<BalancedChannel>;
 
 /// A traced channel whose calls also carry the bearer token (when one is configured).
 type Authorized = InterceptedService<Traced, BearerAuth>;

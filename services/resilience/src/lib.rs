@@ -2,7 +2,9 @@
 //!
 //! [`balanced_channel`] spreads calls over every endpoint behind the configured URLs
 //! (HTTP/2 pins a connection to one pod behind a plain Kubernetes Service, so balancing
-//! happens here, over the addresses a headless Service's DNS name resolves to). On top of
+//! happens here, over the addresses a headless Service's DNS name resolves to), each
+//! call to the less busy of two replicas, leaving out for a while one whose connection
+//! fails ([`balance`]). On top of
 //! a typed call, [`stack`] composes, outermost first:
 //!
 //! 1. a concurrency limit (back-pressure instead of an unbounded pile of requests),
@@ -25,9 +27,10 @@ use std::{
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use facewire_proto::ClientOptions;
+use futures::SinkExt;
 use tokio::time::Instant;
-use tonic::transport::{channel::Change, Channel};
 use tower::{
+    discover::Change,
     retry::budget::{Budget, TpsBudget},
     Layer, Service, ServiceBuilder,
 };
@@ -138,6 +141,10 @@ fn is_connection_failure(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some() || status.message().starts_with("h2 protocol error")
 }
 
+pub mod balance;
+
+pub use balance::BalancedChannel;
+
 /// A channel balancing over every address behind `urls` (comma-separated
 /// `http://host:port` or `https://host:port`). Names are re-resolved every `refresh`, so
 /// replicas that come and go are followed. `https://` endpoints speak TLS with `options`;
@@ -147,7 +154,7 @@ pub fn balanced_channel(
     urls: &str,
     refresh: Duration,
     options: &ClientOptions,
-) -> Result<Channel, ChannelError> {
+) -> Result<BalancedChannel, ChannelError> {
     let targets: Vec<(String, String, u16)> = urls
         .split(',')
         .map(str::trim)
@@ -175,7 +182,10 @@ pub fn balanced_channel(
         options.endpoint(&format!("{scheme}://{host}:{port}"))?;
     }
     let options = options.clone();
-    let (channel, tx) = Channel::balance_channel::<SocketAddr>(64);
+    let (channel, mut tx) = balance::channel();
+    // A replica whose connection failed waits this long (growing) before it is preferred
+    // again.
+    let failing = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     tokio::spawn(async move {
         let mut current: Vec<SocketAddr> = Vec::new();
         loop {
@@ -196,7 +206,8 @@ pub fn balanced_channel(
                                 .connect_timeout(Duration::from_secs(2))
                                 .tcp_nodelay(true)
                                 .http2_keep_alive_interval(Duration::from_secs(30));
-                            if tx.send(Change::Insert(*addr, ep)).await.is_err() {
+                            let replica = balance::Replica::new(ep.connect_lazy(), failing);
+                            if tx.send(Ok(Change::Insert(*addr, replica))).await.is_err() {
                                 return;
                             }
                         }
@@ -205,7 +216,7 @@ pub fn balanced_channel(
                 }
             }
             for gone in current.iter().filter(|a| !addrs.contains(a)) {
-                if tx.send(Change::Remove(*gone)).await.is_err() {
+                if tx.send(Ok(Change::Remove(*gone))).await.is_err() {
                     return;
                 }
             }
