@@ -145,6 +145,10 @@ async fn a_restarted_in_process_queue_is_refilled_at_once() {
         .submit(paths)
         .await
         .unwrap();
+    // A restart takes longer than a millisecond: the new queue is younger than every row
+    // (rows stamped in the queue's own millisecond count as its own, and a fast machine
+    // gets here within it).
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let queue: Arc<dyn WorkQueue> = Arc::new(MemoryQueue::new());
     // A normal deadline: the images are not stale, but their messages are gone.
     let reconciler = Reconciler::new(store, queue.clone(), SweepConfig::default());
