@@ -166,7 +166,7 @@ impl Roster {
             })
             .map(|m| m.face_id)
             .collect();
-        let mut embeddings: std::collections::HashMap<i64, Vec<f32>> = self
+        let mut embeddings: HashMap<i64, Vec<f32>> = self
             .store
             .face_embeddings(wanted)
             .await?
@@ -217,6 +217,7 @@ impl Roster {
             embeddings_read,
         })
     }
+
     /// Polls the gallery version every `interval` until `shutdown`, reloading on change,
     /// so enrolments made through other replicas become visible here.
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {

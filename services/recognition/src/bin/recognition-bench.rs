@@ -718,7 +718,6 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The 1-minute load average, to read the timings against.
 /// Groups `n` synthetic faces (10 a person) from scratch with the service's rule and
 /// defaults, one face at a time as they would arrive: insert into the face index, decide,
 /// record the decision in the index. The database writes are left out (one conditional
@@ -832,6 +831,7 @@ fn grouping(args: &Args) {
     }
 }
 
+/// The 1-minute load average, to read the timings against.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
