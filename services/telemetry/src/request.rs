@@ -197,10 +197,6 @@ fn code_name(numeric: &str) -> &'static str {
 mod tests {
     use super::*;
     use crate::trace_context::tests::{recorder, request, GOOD};
-    use std::{
-        io::Write,
-        sync::{Arc, Mutex},
-    };
     use tower::ServiceExt;
 
     #[test]
@@ -240,55 +236,5 @@ mod tests {
             ids.insert(seen.trace_id());
         }
         assert_eq!(ids.len(), 3, "a new trace each time: {ids:?}");
-    }
-
-    /// A `MakeWriter` collecting log output.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn logs_the_trace_id_in_json_and_counts_the_call() {
-        use tracing_subscriber::prelude::*;
-        let metrics = crate::prometheus();
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_writer(move || writer.clone()),
-        );
-        let _guard = tracing::subscriber::set_default(subscriber);
-        let svc = RequestTelemetryLayer::grpc().layer(recorder());
-        svc.oneshot(request(Some(GOOD))).await.unwrap();
-        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Value = serde_json::from_str(logs.lines().next().unwrap()).unwrap();
-        assert_eq!(line["fields"]["message"], "request finished", "{line}");
-        assert_eq!(line["fields"]["outcome"], "OK", "{line}");
-        assert_eq!(line["span"]["name"], "grpc", "{line}");
-        assert_eq!(
-            line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
-            "{line}"
-        );
-        assert_eq!(
-            line["span"]["method"], "/facewire.v1.ImageService/SubmitImages",
-            "{line}"
-        );
-        let text = metrics.render();
-        assert!(
-            text.contains(
-                "grpc_server_requests_total{method=\"/facewire.v1.ImageService/SubmitImages\",code=\"OK\"}"
-            ),
-            "{text}"
-        );
     }
 }
