@@ -21,6 +21,7 @@
 mod auto;
 mod exact;
 mod hnsw;
+pub mod join;
 mod kernel;
 pub mod synthetic;
 mod topk;

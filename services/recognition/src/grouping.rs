@@ -21,6 +21,14 @@
 //! gallery names a face before grouping sees it, and a re-match moves a grouped face to
 //! a named person.
 //!
+//! **A backlog.** A pass over many faces (a library nobody grouped yet, found at start-up
+//! and grouped by the first retry pass) works every neighbour list out first, on every
+//! core — from [`JOIN_FROM`] faces on by one similarity join over the whole index
+//! ([`facewire_index::join`]) rather than a search per face — and then makes the same
+//! decisions in the same order from those lists, writing joins a thousand to a
+//! transaction. A core face is remembered as one, so a later face that finds it needs no
+//! second search.
+//!
 //! **One writer.** Several recognition replicas may run: the one holding the database
 //! lease `grouping` writes (taken when free or expired, renewed every poll, released on a
 //! clean stop); the others only follow. Writes are also conditional on the face being
@@ -33,7 +41,7 @@ use std::{
     time::Duration,
 };
 
-use facewire_index::{Auto, Neighbour, VectorIndex};
+use facewire_index::{Auto, AutoConfig, Neighbour, VectorIndex};
 use facewire_server::CancellationToken;
 use facewire_storage::{grouping::IndexedFace, Assigned, Store, StoreError};
 
@@ -99,6 +107,10 @@ pub struct FaceMeta {
     pub image_id: Option<i64>,
     /// May start a person (big and sharp enough).
     pub trusted: bool,
+    /// Known to be a core face. Faces are only added, so a core face stays one (a deleted
+    /// neighbour can leave it one face short; the rule tolerates that): remembering it
+    /// spares a search for every later face that finds it a neighbour.
+    pub core: bool,
 }
 
 /// Every stored face's embedding, following the database.
@@ -140,13 +152,67 @@ pub enum Decision {
     Wait,
 }
 
+/// Neighbour lists worked out ahead, on every core, for a pass over many faces: each
+/// face's neighbours as (id, similarity), best first. Persons are looked up when a
+/// decision is made, so decisions earlier in the pass are seen by later ones.
+#[derive(Debug, Default)]
+pub struct Neighbourhoods(HashMap<i64, NeighbourList>);
+
+/// A face's neighbours: (id, similarity), best first.
+type NeighbourList = Vec<(i64, f32)>;
+
+impl Neighbourhoods {
+    /// Every face's neighbours at `min_similarity` or more among `vectors` (row `i` is face
+    /// `ids[i]`, unit length), by one similarity join on every core.
+    pub fn joined(ids: &[i64], vectors: &[f32], min_similarity: f32) -> Self {
+        let lists = facewire_index::join::neighbours_within(
+            ids,
+            vectors,
+            EMBEDDING_DIM,
+            min_similarity,
+            NEIGHBOURS,
+            &facewire_index::join::JoinConfig::default(),
+        );
+        Neighbourhoods(
+            ids.iter()
+                .zip(lists)
+                .map(|(&id, list)| (id, list.into_iter().map(|n| (n.id, n.similarity)).collect()))
+                .collect(),
+        )
+    }
+
+    /// Faces with a list.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no face has a list.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A pass over at least this many faces works their neighbour lists out ahead, in
+/// parallel ([`FaceIndex::neighbourhoods`]), rather than one search per decision.
+pub const AHEAD_FROM: usize = 128;
+
+/// From this many faces in a pass, their lists come from one similarity join over the
+/// whole index rather than a search each (the join costs about as much as ~20 000
+/// searches at a million faces, and less per face the more faces it serves).
+pub const JOIN_FROM: usize = 20_000;
+
 const PAGE: i64 = 10_000;
 
 impl FaceIndex {
     /// An empty index.
     pub fn new(config: GroupingConfig) -> Self {
+        Self::with_index(config, AutoConfig::default())
+    }
+
+    /// An empty index whose vector index is tuned by `index` (the bench's trials).
+    pub fn with_index(config: GroupingConfig, index: AutoConfig) -> Self {
         Self {
-            vectors: Auto::new(EMBEDDING_DIM),
+            vectors: Auto::with_config(EMBEDDING_DIM, index),
             meta: RwLock::new(HashMap::new()),
             cursor: RwLock::new((0, 0)),
             config,
@@ -197,6 +263,7 @@ impl FaceIndex {
                     assigned: face.assigned,
                     image_id: face.image_id,
                     trusted: self.trusted(&face),
+                    core: meta.get(&face.id).is_some_and(|m| m.core),
                 };
                 if meta.insert(face.id, m).is_none() {
                     fresh.push(face.id);
@@ -297,6 +364,19 @@ impl FaceIndex {
         }
     }
 
+    /// Undoes [`Self::assume_person`] for (face, person) pairs the database did not take.
+    fn forget_person(&self, faces: impl IntoIterator<Item = (i64, i64)>) {
+        let mut meta = self.meta.write().unwrap_or_else(|p| p.into_inner());
+        for (face, person) in faces {
+            if let Some(m) = meta.get_mut(&face) {
+                if m.person_id == Some(person) && m.assigned == Some(Assigned::Auto) {
+                    m.person_id = None;
+                    m.assigned = None;
+                }
+            }
+        }
+    }
+
     /// The `k` faces most like `embedding`, best first.
     pub fn search(&self, embedding: &[f32], k: usize) -> Vec<Similar> {
         let found = self.vectors.search(embedding, k).unwrap_or_default();
@@ -322,31 +402,141 @@ impl FaceIndex {
             .collect()
     }
 
-    fn neighbours(&self, face_id: i64, embedding: &[f32]) -> Vec<Similar> {
-        let found = self
-            .vectors
+    fn search_neighbours(&self, face_id: i64, embedding: &[f32]) -> Vec<(i64, f32)> {
+        self.vectors
             .within(embedding, self.config.min_similarity, NEIGHBOURS + 1)
             .unwrap_or_default()
             .into_iter()
             .filter(|n| n.id != face_id)
-            .collect();
-        self.described(found)
+            .map(|n| (n.id, n.similarity))
+            .collect()
     }
 
-    fn is_core(&self, face_id: i64, meta: &FaceMeta, embedding: &[f32]) -> bool {
-        meta.trusted && self.neighbours(face_id, embedding).len() >= self.config.min_faces
+    /// The neighbours of `face_id` with what the index knows of them now: from `ahead`
+    /// when it has the face's list, else by a search. `None` when the face is unknown.
+    fn neighbours(&self, face_id: i64, ahead: Option<&Neighbourhoods>) -> Option<Vec<Similar>> {
+        let found = match ahead.and_then(|a| a.0.get(&face_id)) {
+            Some(list) => list.clone(),
+            None => self.search_neighbours(face_id, &self.embedding(face_id)?),
+        };
+        let meta = self.meta_read();
+        Some(
+            found
+                .into_iter()
+                .filter_map(|(id, similarity)| {
+                    Some(Similar {
+                        face_id: id,
+                        similarity,
+                        meta: *meta.get(&id)?,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// The neighbour lists of `faces` (those in the index), worked out on every core: the
+    /// first half of a pass over many faces, whose decisions then need no search at all.
+    /// Lists depend only on the vectors, not on who belongs to whom, so they stay right
+    /// for the whole pass (a face that arrives during it is grouped by the next step).
+    ///
+    /// From [`JOIN_FROM`] faces on, every face's list comes from one similarity join over
+    /// the whole index ([`facewire_index::join`]); fewer faces are searched one by one.
+    pub fn neighbourhoods(&self, faces: &[i64]) -> Neighbourhoods {
+        if faces.len() >= JOIN_FROM {
+            let mut ids: Vec<i64> = self.meta_read().keys().copied().collect();
+            ids.sort_unstable();
+            let mut kept = Vec::with_capacity(ids.len());
+            let mut vectors = Vec::with_capacity(ids.len() * EMBEDDING_DIM);
+            for id in ids {
+                if let Some(v) = self.embedding(id) {
+                    kept.push(id);
+                    vectors.extend_from_slice(&v);
+                }
+            }
+            return Neighbourhoods::joined(&kept, &vectors, self.config.min_similarity);
+        }
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const BLOCK: usize = 512;
+        let next = AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(faces.len().div_ceil(BLOCK))
+            .max(1);
+        let parts: Vec<Vec<(i64, NeighbourList)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let from = next.fetch_add(BLOCK, Ordering::Relaxed);
+                            if from >= faces.len() {
+                                break out;
+                            }
+                            for &face in &faces[from..(from + BLOCK).min(faces.len())] {
+                                if let Some(embedding) = self.embedding(face) {
+                                    out.push((face, self.search_neighbours(face, &embedding)));
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        Neighbourhoods(parts.into_iter().flatten().collect())
+    }
+
+    fn is_core(&self, face_id: i64, meta: &FaceMeta, ahead: Option<&Neighbourhoods>) -> bool {
+        if meta.core {
+            return true;
+        }
+        let core = meta.trusted
+            && self
+                .neighbours(face_id, ahead)
+                .is_some_and(|n| n.len() >= self.config.min_faces);
+        if core {
+            self.mark_core(face_id);
+        }
+        core
+    }
+
+    fn mark_core(&self, face_id: i64) {
+        let mut meta = self.meta.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = meta.get_mut(&face_id) {
+            m.core = true;
+        }
     }
 
     /// The grouping decision for an unassigned face (see the module docs). `rejected`
     /// lists the people it was taken away from.
     pub fn decide(&self, face_id: i64, rejected: &[i64]) -> Decision {
-        let (Some(meta), Some(embedding)) = (self.meta(face_id), self.embedding(face_id)) else {
+        self.decide_among(face_id, rejected, None)
+    }
+
+    /// [`Self::decide`], reading neighbour lists from `ahead` where it has them.
+    pub fn decide_among(
+        &self,
+        face_id: i64,
+        rejected: &[i64],
+        ahead: Option<&Neighbourhoods>,
+    ) -> Decision {
+        let Some(meta) = self.meta(face_id) else {
             return Decision::Wait;
         };
         if meta.person_id.is_some() {
             return Decision::Wait;
         }
-        let neighbours = self.neighbours(face_id, &embedding);
+        let Some(neighbours) = self.neighbours(face_id, ahead) else {
+            return Decision::Wait;
+        };
+        let core = meta.trusted && neighbours.len() >= self.config.min_faces;
+        if core && !meta.core {
+            self.mark_core(face_id);
+        }
         // The most similar core neighbour with a person this face may join.
         for n in &neighbours {
             let Some(person) = n.meta.person_id else {
@@ -355,14 +545,10 @@ impl FaceIndex {
             if rejected.contains(&person) {
                 continue;
             }
-            let Some(their) = self.embedding(n.face_id) else {
-                continue;
-            };
-            if self.is_core(n.face_id, &n.meta, &their) {
+            if self.is_core(n.face_id, &n.meta, ahead) {
                 return Decision::Join(person, n.similarity);
             }
         }
-        let core = meta.trusted && neighbours.len() >= self.config.min_faces;
         let free: Vec<(i64, f32)> = neighbours
             .iter()
             .filter(|n| n.meta.person_id.is_none())
@@ -388,6 +574,13 @@ pub struct Grouper {
     config: GroupingConfig,
     holder: String,
 }
+
+/// Face ids per query of `face_rejections` (SQLite binds each id as its own parameter and
+/// allows 32 766 of them).
+const REJECTIONS_PER_QUERY: usize = 10_000;
+
+/// Joins written per transaction.
+const JOINS_PER_WRITE: usize = 1_000;
 
 /// The lease name of the grouping writer.
 pub const LEASE: &str = "grouping";
@@ -438,26 +631,49 @@ impl Grouper {
     pub async fn group(&self, mut faces: Vec<i64>) -> Result<GroupingReport, StoreError> {
         faces.sort_unstable();
         let mut report = GroupingReport::default();
-        let rejections = self.store.rejections(faces.clone()).await?;
-        for face in faces {
-            let rejected: Vec<i64> = rejections
-                .iter()
-                .filter(|(f, _)| *f == face)
-                .map(|(_, p)| *p)
-                .collect();
+        let mut rejections: HashMap<i64, Vec<i64>> = HashMap::new();
+        for part in faces.chunks(REJECTIONS_PER_QUERY) {
+            for (face, person) in self.store.rejections(part.to_vec()).await? {
+                rejections.entry(face).or_default().push(person);
+            }
+        }
+        // Many faces (a retry pass over a large backlog): every neighbour list first, on
+        // every core; then the decisions, in id order as always, without a search each.
+        let ahead = if faces.len() >= AHEAD_FROM {
             let index = self.index.clone();
-            let decision = tokio::task::spawn_blocking(move || index.decide(face, &rejected))
+            let ids = faces.clone();
+            let started = std::time::Instant::now();
+            let ahead = tokio::task::spawn_blocking(move || index.neighbourhoods(&ids))
                 .await
-                .unwrap_or(Decision::Wait);
+                .unwrap_or_default();
+            tracing::info!(
+                faces = faces.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "grouping: neighbour lists worked out ahead"
+            );
+            Some(Arc::new(ahead))
+        } else {
+            None
+        };
+        // Joins are written in batches (one transaction each); the index assumes them at
+        // once, so later decisions in the pass see them, and forgets any the database
+        // refused (a face assigned meanwhile by hand, a person merged away).
+        let mut joins: Vec<(i64, i64, f32)> = Vec::new();
+        for face in faces {
+            let rejected = rejections.remove(&face).unwrap_or_default();
+            // A neighbour outside the pass may still need a search: off the runtime.
+            let (index, ahead) = (self.index.clone(), ahead.clone());
+            let decision = tokio::task::spawn_blocking(move || {
+                index.decide_among(face, &rejected, ahead.as_deref())
+            })
+            .await
+            .unwrap_or(Decision::Wait);
             match decision {
                 Decision::Join(person, similarity) => {
-                    let added = self
-                        .store
-                        .group_faces(person, vec![(face, similarity)])
-                        .await?;
-                    if added > 0 {
-                        self.index.assume_person(&[(face, similarity)], person);
-                        report.joined += added;
+                    self.index.assume_person(&[(face, similarity)], person);
+                    joins.push((person, face, similarity));
+                    if joins.len() >= JOINS_PER_WRITE {
+                        report.joined += self.write_joins(std::mem::take(&mut joins)).await?;
                     }
                 }
                 Decision::Start(members) => {
@@ -474,7 +690,31 @@ impl Grouper {
                 Decision::Wait => report.waiting += 1,
             }
         }
+        report.joined += self.write_joins(joins).await?;
         Ok(report)
+    }
+
+    /// Writes joins the index already assumed; forgets those the database refused.
+    async fn write_joins(&self, joins: Vec<(i64, i64, f32)>) -> Result<usize, StoreError> {
+        if joins.is_empty() {
+            return Ok(0);
+        }
+        let added: std::collections::HashSet<i64> = match self.store.group_many(joins.clone()).await
+        {
+            Ok(added) => added.into_iter().collect(),
+            Err(e) => {
+                self.index
+                    .forget_person(joins.iter().map(|&(person, face, _)| (face, person)));
+                return Err(e);
+            }
+        };
+        self.index.forget_person(
+            joins
+                .iter()
+                .filter(|(_, face, _)| !added.contains(face))
+                .map(|&(person, face, _)| (face, person)),
+        );
+        Ok(added.len())
     }
 
     /// Every face in the index still without a person, ascending.
@@ -552,5 +792,102 @@ impl Grouper {
             }
         }
         let _ = self.store.release_lease(LEASE, &self.holder).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use facewire_index::synthetic::{FaceGenerator, Params};
+
+    fn face(id: i64, person_id: Option<i64>, embedding: Vec<f32>) -> IndexedFace {
+        IndexedFace {
+            id,
+            person_id,
+            assigned: person_id.map(|_| Assigned::Auto),
+            image_id: Some(id),
+            size: 120.0,
+            detection_score: Some(0.95),
+            embedding,
+            updated_at: 0,
+        }
+    }
+
+    /// Groups every face of `index` in id order, as a retry pass does, with or without
+    /// the neighbour lists worked out ahead; returns face → person.
+    fn pass(index: &FaceIndex, n: i64, lists: Option<Neighbourhoods>) -> HashMap<i64, i64> {
+        let ids: Vec<i64> = (0..n).collect();
+        assert_eq!(lists.as_ref().map_or(n as usize, |l| l.len()), n as usize);
+        let mut person_of = HashMap::new();
+        let mut next = 0;
+        for id in ids {
+            match index.decide_among(id, &[], lists.as_ref()) {
+                Decision::Join(person, similarity) => {
+                    index.assume_person(&[(id, similarity)], person);
+                    person_of.insert(id, person);
+                }
+                Decision::Start(members) => {
+                    next += 1;
+                    index.assume_person(&members, next);
+                    person_of.extend(members.iter().map(|m| (m.0, next)));
+                }
+                Decision::Wait => {}
+            }
+        }
+        person_of
+    }
+
+    fn synthetic_index(n: usize) -> FaceIndex {
+        let generator = FaceGenerator::new(Params::sface_like(n / 8, 7));
+        let index = FaceIndex::new(GroupingConfig::default());
+        index.apply_page(
+            (0..n)
+                .map(|i| face(i as i64, None, generator.face(i)))
+                .collect(),
+        );
+        index
+    }
+
+    /// Below the exact index's threshold searches are exact, and so is a join of a
+    /// small set: all three ways must decide identically.
+    #[test]
+    fn lists_worked_out_ahead_decide_exactly_as_searching_each_time() {
+        let n = 1_600;
+        let ids: Vec<i64> = (0..n as i64).collect();
+        let searched = pass(&synthetic_index(n), n as i64, None);
+        let index = synthetic_index(n);
+        let lists = index.neighbourhoods(&ids);
+        let ahead = pass(&index, n as i64, Some(lists));
+        let index = synthetic_index(n);
+        let vectors: Vec<f32> = ids
+            .iter()
+            .flat_map(|&id| index.embedding(id).unwrap())
+            .collect();
+        let joined = pass(
+            &index,
+            n as i64,
+            Some(Neighbourhoods::joined(&ids, &vectors, 0.5)),
+        );
+        assert!(
+            searched.len() > n / 2,
+            "most faces grouped: {}",
+            searched.len()
+        );
+        assert_eq!(searched, ahead);
+        assert_eq!(searched, joined);
+    }
+
+    #[test]
+    fn a_refused_join_is_forgotten_but_a_manual_assignment_is_not() {
+        let index = synthetic_index(16);
+        index.assume_person(&[(1, 0.9), (2, 0.8)], 7);
+        index.apply_page(vec![IndexedFace {
+            assigned: Some(Assigned::Manual),
+            ..face(3, Some(7), Vec::new())
+        }]);
+        index.forget_person([(1, 7), (2, 8), (3, 7)]);
+        assert_eq!(index.meta(1).unwrap().person_id, None);
+        assert_eq!(index.meta(2).unwrap().person_id, Some(7), "another person");
+        assert_eq!(index.meta(3).unwrap().person_id, Some(7), "manual stays");
     }
 }

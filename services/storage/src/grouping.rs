@@ -251,48 +251,54 @@ impl Store {
         })
     }
 
-    /// Adds those of `faces` (id, similarity) still unassigned, and never taken away from
-    /// `person_id`, to that (live) person. Returns how many were added.
-    pub async fn group_faces(
-        &self,
-        person_id: i64,
-        faces_in: Vec<(i64, f32)>,
-    ) -> Result<usize, StoreError> {
-        if faces_in.is_empty() {
-            return Ok(0);
+    /// Adds faces to people in one transaction: each (person, face, similarity) adds the
+    /// face to the person if the face is still unassigned, was never taken away from that
+    /// person, and the person is live (not merged away). Returns the faces added. Meant for
+    /// batches of up to a few thousand (a grouping pass writes its joins that way).
+    pub async fn group_many(&self, joins: Vec<(i64, i64, f32)>) -> Result<Vec<i64>, StoreError> {
+        if joins.is_empty() {
+            return Ok(Vec::new());
         }
         with_conn!(self, |conn| {
             conn.transaction(|conn| {
-                let live: bool = people::table
-                    .filter(people::id.eq(person_id))
+                let mut persons: Vec<i64> = joins.iter().map(|j| j.0).collect();
+                persons.sort_unstable();
+                persons.dedup();
+                let live: std::collections::HashSet<i64> = people::table
+                    .filter(people::id.eq_any(&persons))
                     .filter(people::merged_into.is_null())
-                    .count()
-                    .get_result::<i64>(conn)?
-                    == 1;
-                if !live {
-                    return Ok(0);
-                }
+                    .select(people::id)
+                    .load::<i64>(conn)?
+                    .into_iter()
+                    .collect();
+                let face_ids: Vec<i64> = joins.iter().map(|j| j.1).collect();
+                let rejected: std::collections::HashSet<(i64, i64)> = face_rejections::table
+                    .filter(face_rejections::face_id.eq_any(&face_ids))
+                    .select((face_rejections::face_id, face_rejections::person_id))
+                    .load::<(i64, i64)>(conn)?
+                    .into_iter()
+                    .collect();
                 let now = now_millis();
-                let ids: Vec<i64> = faces_in.iter().map(|f| f.0).collect();
-                let rejected: Vec<i64> = face_rejections::table
-                    .filter(face_rejections::person_id.eq(person_id))
-                    .filter(face_rejections::face_id.eq_any(&ids))
-                    .select(face_rejections::face_id)
-                    .load(conn)?;
-                let mut added = 0;
-                for (face, similarity) in faces_in.iter().filter(|f| !rejected.contains(&f.0)) {
-                    added += diesel::update(
+                let mut added = Vec::new();
+                for &(person, face, similarity) in &joins {
+                    if !live.contains(&person) || rejected.contains(&(face, person)) {
+                        continue;
+                    }
+                    let changed = diesel::update(
                         faces::table
                             .filter(faces::id.eq(face))
                             .filter(faces::person_id.is_null()),
                     )
                     .set((
-                        faces::person_id.eq(person_id),
+                        faces::person_id.eq(person),
                         faces::assigned.eq(Assigned::Auto.as_str()),
                         faces::similarity.eq(similarity),
                         faces::updated_at.eq(now),
                     ))
                     .execute(conn)?;
+                    if changed > 0 {
+                        added.push(face);
+                    }
                 }
                 Ok::<_, StoreError>(added)
             })

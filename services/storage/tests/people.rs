@@ -412,3 +412,48 @@ async fn one_job_per_kind(store: Store) {
     assert_eq!(listed[0].id, next.id);
 }
 both_backends!(jobs, one_job_per_kind);
+
+/// The grouping writer's batched joins take a face only while it is free, never into a
+/// person it was taken away from, and never into a person merged away.
+async fn batched_joins_only_take_free_faces(store: Store) {
+    let (ada, _) = store.person_for_name("Ada").await.unwrap();
+    let (bea, _) = store.person_for_name("Bea").await.unwrap();
+    let (gone, _) = store.person_for_name("Gone").await.unwrap();
+    let ids = processed(&store, |i| vec![face(i as f32 * 50.0, None)], 5).await;
+    let mut faces = Vec::new();
+    for id in &ids {
+        faces.push(store.get(*id).await.unwrap().unwrap().faces[0].id);
+    }
+    // Face 0 was taken away from Ada by hand, face 1 is Bea's by hand, Gone is merged away.
+    store.assign_faces(vec![faces[0]], ada).await.unwrap();
+    store.unassign_faces(vec![faces[0]]).await.unwrap();
+    store.assign_faces(vec![faces[1]], bea).await.unwrap();
+    store.merge_people(bea, vec![gone]).await.unwrap();
+
+    let added = store
+        .group_many(vec![
+            (ada, faces[0], 0.7),
+            (ada, faces[1], 0.7),
+            (ada, faces[2], 0.75),
+            (gone, faces[3], 0.7),
+            (bea, faces[4], 0.5),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(added, vec![faces[2], faces[4]]);
+    let after = store.faces_by_id(faces.clone()).await.unwrap();
+    assert_eq!(after[0].person_id, None, "rejected pair held");
+    assert_eq!(
+        (after[1].person_id, after[1].assigned),
+        (Some(bea), Some(Assigned::Manual)),
+        "a manual assignment wins"
+    );
+    assert_eq!(
+        (after[2].person_id, after[2].assigned, after[2].similarity),
+        (Some(ada), Some(Assigned::Auto), Some(0.75))
+    );
+    assert_eq!(after[3].person_id, None, "no face for a merged-away person");
+    assert_eq!(after[4].person_id, Some(bea));
+    assert!(store.group_many(Vec::new()).await.unwrap().is_empty());
+}
+both_backends!(batched_joins, batched_joins_only_take_free_faces);

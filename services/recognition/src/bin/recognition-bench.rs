@@ -62,6 +62,19 @@ struct Args {
     /// Face counts the grouping part groups from scratch, one face at a time.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
     grouping_sizes: Vec<usize>,
+    /// Face counts the grouping part groups from scratch as one backlog: the index built in
+    /// bulk, every neighbour list on every core, then the decisions.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
+    grouping_bulk_sizes: Vec<usize>,
+    /// The grouping part's HNSW links per node (`M`; default: the face index's).
+    #[arg(long)]
+    grouping_m: Option<usize>,
+    /// The grouping part's HNSW candidates per insert (default: the face index's).
+    #[arg(long)]
+    grouping_expansion_add: Option<usize>,
+    /// The grouping part's HNSW candidates per search (default: the face index's).
+    #[arg(long)]
+    grouping_expansion_search: Option<usize>,
     /// Where `--only crops` writes the aligned faces of the group photos (binary PPM), the
     /// calibration set of scripts/quantize-trial.py.
     #[arg(long, default_value = "target/aligned-crops")]
@@ -718,39 +731,154 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A face of the grouping part: big and sharp enough to start a person.
+fn grouping_face(
+    id: i64,
+    person_id: Option<i64>,
+    embedding: Vec<f32>,
+) -> facewire_storage::grouping::IndexedFace {
+    facewire_storage::grouping::IndexedFace {
+        id,
+        person_id,
+        assigned: person_id.map(|_| facewire_storage::Assigned::Auto),
+        image_id: Some(id),
+        size: 120.0,
+        detection_score: Some(0.95),
+        embedding,
+        updated_at: 0,
+    }
+}
+
+/// Records a decision in the index (meta only: a face already indexed keeps its vector) and
+/// in `person_of`, as the service does after its database write.
+fn record_decision(
+    index: &facewire_recognition::grouping::FaceIndex,
+    id: i64,
+    decision: facewire_recognition::grouping::Decision,
+    next_person: &mut i64,
+    person_of: &mut HashMap<i64, i64>,
+) {
+    use facewire_recognition::grouping::Decision;
+    let members: Vec<(i64, i64)> = match decision {
+        Decision::Join(person, _) => vec![(id, person)],
+        Decision::Start(faces) => {
+            *next_person += 1;
+            faces.into_iter().map(|(f, _)| (f, *next_person)).collect()
+        }
+        Decision::Wait => Vec::new(),
+    };
+    index.apply_page(
+        members
+            .iter()
+            .map(|&(f, p)| grouping_face(f, Some(p), Vec::new()))
+            .collect(),
+    );
+    person_of.extend(members);
+}
+
+/// BCubed precision and recall of `person_of` over faces `0..n` against the generator's
+/// identities (a face left alone is a cluster of its own); and the number of clusters.
+fn bcubed(person_of: &HashMap<i64, i64>, generator: &FaceGenerator, n: usize) -> (f64, f64, usize) {
+    let identity = |i: usize| generator.identity_of(i) as i64;
+    let mut cluster_size: HashMap<i64, usize> = HashMap::new();
+    let mut overlap: HashMap<(i64, i64), usize> = HashMap::new();
+    for (&f, &p) in person_of.iter().filter(|(&f, _)| (f as usize) < n) {
+        *cluster_size.entry(p).or_default() += 1;
+        *overlap.entry((p, identity(f as usize))).or_default() += 1;
+    }
+    let mut identity_size: HashMap<i64, usize> = HashMap::new();
+    for i in 0..n {
+        *identity_size.entry(identity(i)).or_default() += 1;
+    }
+    let (mut precision, mut recall) = (0.0, 0.0);
+    for i in 0..n {
+        let who = identity(i);
+        let (same, size) = match person_of.get(&(i as i64)) {
+            Some(&p) => (overlap[&(p, who)], cluster_size[&p]),
+            None => (1, 1),
+        };
+        precision += same as f64 / size as f64;
+        recall += same as f64 / identity_size[&who] as f64;
+    }
+    (precision / n as f64, recall / n as f64, cluster_size.len())
+}
+
+/// Times `count` new faces (faces `n..n + count`: new photos of known people) grouped one
+/// at a time with `n` already indexed: insert, decide, record. Sorted durations.
+fn one_new_face_at_a_time(
+    index: &facewire_recognition::grouping::FaceIndex,
+    generator: &FaceGenerator,
+    n: usize,
+    count: usize,
+    next_person: &mut i64,
+    person_of: &mut HashMap<i64, i64>,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(count);
+    let mut inserts = Vec::with_capacity(count);
+    for i in n..n + count {
+        let embedding = generator.face(i);
+        let one = Instant::now();
+        let id = i as i64;
+        index.apply_page(vec![grouping_face(id, None, embedding)]);
+        inserts.push(one.elapsed());
+        let decision = index.decide(id, &[]);
+        record_decision(index, id, decision, next_person, person_of);
+        times.push(one.elapsed());
+    }
+    times.sort();
+    inserts.sort();
+    eprintln!(
+        "grouping: one new face with {n} indexed: p50 {:.2} ms, of which the insert {:.2} ms",
+        percentile(&times, 0.5),
+        percentile(&inserts, 0.5)
+    );
+    times
+}
+
 /// Groups `n` synthetic faces (10 a person) from scratch with the service's rule and
-/// defaults, one face at a time as they would arrive: insert into the face index, decide,
-/// record the decision in the index. The database writes are left out (one conditional
-/// UPDATE per decision in the service). Prints the total time, the p50/p99 of one new
-/// face over the last 1 000 (with nearly `n` already indexed), and BCubed quality against
-/// the synthetic identities, with one `grouping ...` line per size for scripts.
+/// defaults, in two ways, with database writes left out (one conditional UPDATE per
+/// decision in the service):
+///
+/// - one face at a time as they would arrive (`--grouping-sizes`): insert into the face
+///   index, decide, record the decision in the index; the p50/p99 of one new face over the
+///   last 1 000 (with nearly `n` already indexed);
+/// - as one backlog (`--grouping-bulk-sizes`), what the service's retry pass does with a
+///   library of faces nobody grouped yet: the index built in bulk (as at start-up), every
+///   neighbour list searched on every core, then the decisions in id order; then 1 000 new
+///   faces one at a time on top, for the one-new-face time at that size.
+///
+/// Prints BCubed quality against the synthetic identities, and one `grouping ...` /
+/// `grouping_bulk ...` line per size for scripts.
 fn grouping(args: &Args) {
-    use facewire_recognition::grouping::{Decision, FaceIndex, GroupingConfig};
-    use facewire_storage::{grouping::IndexedFace, Assigned};
+    use facewire_recognition::grouping::{FaceIndex, GroupingConfig, Neighbourhoods};
 
     let config = GroupingConfig::default();
+    let mut tuning = facewire_index::AutoConfig::default();
+    if let Some(m) = args.grouping_m {
+        tuning.hnsw.connectivity = m;
+    }
+    if let Some(ef) = args.grouping_expansion_add {
+        tuning.hnsw.expansion_add = ef;
+    }
+    if let Some(ef) = args.grouping_expansion_search {
+        tuning.hnsw.expansion_search = ef;
+    }
     println!(
-        "\n## grouping from scratch (synthetic SFace-like faces, 10 a person; min_faces {}, min_similarity {}; database writes left out; load average {})",
+        "\nface index: HNSW M = {}, ef_construction = {}, ef = {}",
+        tuning.hnsw.connectivity, tuning.hnsw.expansion_add, tuning.hnsw.expansion_search
+    );
+    println!(
+        "\n## grouping from scratch, one face at a time (synthetic SFace-like faces, 10 a person; min_faces {}, min_similarity {}; database writes left out; load average {})",
         config.min_faces,
         config.min_similarity,
         load_average()
     );
     println!("| faces | total | per face (mean) | one new face p50 | p99 | BCubed precision | BCubed recall | suggested people |");
     println!("|---|---|---|---|---|---|---|---|");
-    let face = |id: i64, person_id: Option<i64>, embedding: Vec<f32>| IndexedFace {
-        id,
-        person_id,
-        assigned: person_id.map(|_| Assigned::Auto),
-        image_id: Some(id),
-        size: 120.0,
-        detection_score: Some(0.95),
-        embedding,
-        updated_at: 0,
-    };
     for &n in &args.grouping_sizes {
         let generator =
             FaceGenerator::new(Params::sface_like(synthetic_people(n), SYNTHETIC_SEED + 1));
-        let index = FaceIndex::new(config);
+        let index = FaceIndex::with_index(config, tuning.clone());
         let mut person_of: HashMap<i64, i64> = HashMap::new();
         let mut next_person = 0i64;
         let mut last = Vec::with_capacity(1_000);
@@ -763,23 +891,9 @@ fn grouping(args: &Args) {
             untimed += t.elapsed();
             let one = Instant::now();
             let id = i as i64;
-            index.apply_page(vec![face(id, None, embedding)]);
-            let members = match index.decide(id, &[]) {
-                Decision::Join(person, _) => vec![(id, person)],
-                Decision::Start(faces) => {
-                    next_person += 1;
-                    faces.into_iter().map(|(f, _)| (f, next_person)).collect()
-                }
-                Decision::Wait => Vec::new(),
-            };
-            // Meta only: a face already indexed keeps its vector.
-            index.apply_page(
-                members
-                    .iter()
-                    .map(|&(f, p)| face(f, Some(p), Vec::new()))
-                    .collect(),
-            );
-            person_of.extend(members);
+            index.apply_page(vec![grouping_face(id, None, embedding)]);
+            let decision = index.decide(id, &[]);
+            record_decision(&index, id, decision, &mut next_person, &mut person_of);
             if i + 1_000 >= n {
                 last.push(one.elapsed());
             }
@@ -793,40 +907,118 @@ fn grouping(args: &Args) {
         }
         let total = start.elapsed().saturating_sub(untimed);
         last.sort();
-        // BCubed over every face (a face left alone is a cluster of its own).
-        let identity = |i: usize| generator.identity_of(i) as i64;
-        let mut cluster_size: HashMap<i64, usize> = HashMap::new();
-        let mut overlap: HashMap<(i64, i64), usize> = HashMap::new();
-        for (&f, &p) in &person_of {
-            *cluster_size.entry(p).or_default() += 1;
-            *overlap.entry((p, identity(f as usize))).or_default() += 1;
-        }
-        let mut identity_size: HashMap<i64, usize> = HashMap::new();
-        for i in 0..n {
-            *identity_size.entry(identity(i)).or_default() += 1;
-        }
-        let (mut precision, mut recall) = (0.0, 0.0);
-        for i in 0..n {
-            let who = identity(i);
-            let (same, size) = match person_of.get(&(i as i64)) {
-                Some(&p) => (overlap[&(p, who)], cluster_size[&p]),
-                None => (1, 1),
-            };
-            precision += same as f64 / size as f64;
-            recall += same as f64 / identity_size[&who] as f64;
-        }
-        let (precision, recall) = (precision / n as f64, recall / n as f64);
+        let (precision, recall, clusters) = bcubed(&person_of, &generator, n);
         let p50 = percentile(&last, 0.5);
         let p99 = percentile(&last, 0.99);
         println!(
-            "| {n} | {:.1} s | {:.2} ms | {p50:.2} ms | {p99:.2} ms | {precision:.3} | {recall:.3} | {} |",
+            "| {n} | {:.1} s | {:.2} ms | {p50:.2} ms | {p99:.2} ms | {precision:.3} | {recall:.3} | {clusters} |",
             total.as_secs_f64(),
             total.as_secs_f64() * 1000.0 / n as f64,
-            cluster_size.len()
         );
         println!(
             "grouping faces={n} total_s={:.1} one_face_p50_ms={p50:.3} one_face_p99_ms={p99:.3} bcubed_precision={precision:.3} bcubed_recall={recall:.3}",
             total.as_secs_f64()
+        );
+    }
+
+    if args.grouping_bulk_sizes.is_empty() {
+        return;
+    }
+    println!(
+        "\n## grouping from scratch as one backlog (same data and rule; {} threads; load average {})",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_average()
+    );
+    println!("| faces | neighbour lists (join) | decisions | grouping total | then: graph build (start-up) | one new face p50 | p99 | BCubed precision | BCubed recall | suggested people | RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &n in &args.grouping_bulk_sizes {
+        let generator =
+            FaceGenerator::new(Params::sface_like(synthetic_people(n), SYNTHETIC_SEED + 1));
+        let index = FaceIndex::with_index(config, tuning.clone());
+        eprintln!("grouping (backlog): {n} faces ...");
+        // Grouping from scratch needs no graph: the faces (generated untimed, as reading
+        // them from the database is not grouping), one similarity join over them, then the
+        // decisions in id order, exactly as the service's retry pass does with its lists.
+        let ids: Vec<i64> = (0..n as i64).collect();
+        let mut vectors = Vec::with_capacity(n * facewire_recognition::EMBEDDING_DIM);
+        for i in 0..n {
+            vectors.extend(generator.face(i));
+        }
+        index.apply_page(
+            ids.iter()
+                .map(|&id| grouping_face(id, None, Vec::new()))
+                .collect(),
+        );
+        let t = Instant::now();
+        let ahead = Neighbourhoods::joined(&ids, &vectors, config.min_similarity);
+        let lists = t.elapsed();
+        eprintln!(
+            "grouping (backlog): {} neighbour lists in {:.0} s",
+            ahead.len(),
+            lists.as_secs_f64()
+        );
+        let mut person_of: HashMap<i64, i64> = HashMap::new();
+        let mut next_person = 0i64;
+        let t = Instant::now();
+        for &id in &ids {
+            let decision = index.decide_among(id, &[], Some(&ahead));
+            record_decision(&index, id, decision, &mut next_person, &mut person_of);
+        }
+        let decide = t.elapsed();
+        drop(ahead);
+        eprintln!(
+            "grouping (backlog): decided in {:.1} s; grouping took {:.0} s",
+            decide.as_secs_f64(),
+            (lists + decide).as_secs_f64()
+        );
+        // Then the graph every replica builds at start-up (in the pages it loads from the
+        // database), for the faces that arrive afterwards, one at a time.
+        drop(index);
+        let dim = facewire_recognition::EMBEDDING_DIM;
+        let index = FaceIndex::with_index(config, tuning.clone());
+        let t = Instant::now();
+        for page in ids.chunks(16_384) {
+            index.apply_page(
+                page.iter()
+                    .map(|&id| {
+                        let row = &vectors[id as usize * dim..(id as usize + 1) * dim];
+                        grouping_face(id, person_of.get(&id).copied(), row.to_vec())
+                    })
+                    .collect(),
+            );
+        }
+        let build = t.elapsed();
+        drop(vectors);
+        eprintln!(
+            "grouping (backlog): graph built in {:.0} s",
+            build.as_secs_f64()
+        );
+        let total = lists + decide;
+        let (precision, recall, clusters) = bcubed(&person_of, &generator, n);
+        let rss = rss_kib().map_or(0.0, |k| k as f64 / 1024.0);
+        let times = one_new_face_at_a_time(
+            &index,
+            &generator,
+            n,
+            1_000,
+            &mut next_person,
+            &mut person_of,
+        );
+        let p50 = percentile(&times, 0.5);
+        let p99 = percentile(&times, 0.99);
+        println!(
+            "| {n} | {:.1} s | {:.1} s | **{:.1} s** | {:.0} s | {p50:.2} ms | {p99:.2} ms | {precision:.3} | {recall:.3} | {clusters} | {rss:.0} MiB |",
+            lists.as_secs_f64(),
+            decide.as_secs_f64(),
+            total.as_secs_f64(),
+            build.as_secs_f64(),
+        );
+        println!(
+            "grouping_bulk faces={n} build_s={:.1} neighbours_s={:.1} decide_s={:.1} total_s={:.1} one_face_p50_ms={p50:.3} one_face_p99_ms={p99:.3} bcubed_precision={precision:.3} bcubed_recall={recall:.3} rss_mib={rss:.0}",
+            build.as_secs_f64(),
+            lists.as_secs_f64(),
+            decide.as_secs_f64(),
+            total.as_secs_f64(),
         );
     }
 }
