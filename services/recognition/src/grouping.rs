@@ -158,8 +158,8 @@ pub enum Decision {
 #[derive(Debug, Default)]
 pub struct Neighbourhoods(HashMap<i64, NeighbourList>);
 
-/// A face's neighbours: (id, similarity), best first.
-type NeighbourList = Vec<(i64, f32)>;
+/// A face's neighbours, best first.
+type NeighbourList = Vec<Neighbour>;
 
 impl Neighbourhoods {
     /// Every face's neighbours at `min_similarity` or more among `vectors` (row `i` is face
@@ -173,12 +173,7 @@ impl Neighbourhoods {
             NEIGHBOURS,
             &facewire_index::join::JoinConfig::default(),
         );
-        Neighbourhoods(
-            ids.iter()
-                .zip(lists)
-                .map(|(&id, list)| (id, list.into_iter().map(|n| (n.id, n.similarity)).collect()))
-                .collect(),
-        )
+        Neighbourhoods(ids.iter().copied().zip(lists).collect())
     }
 
     /// Faces with a list.
@@ -402,13 +397,12 @@ impl FaceIndex {
             .collect()
     }
 
-    fn search_neighbours(&self, face_id: i64, embedding: &[f32]) -> Vec<(i64, f32)> {
+    fn search_neighbours(&self, face_id: i64, embedding: &[f32]) -> NeighbourList {
         self.vectors
             .within(embedding, self.config.min_similarity, NEIGHBOURS + 1)
             .unwrap_or_default()
             .into_iter()
             .filter(|n| n.id != face_id)
-            .map(|n| (n.id, n.similarity))
             .collect()
     }
 
@@ -419,19 +413,7 @@ impl FaceIndex {
             Some(list) => list.clone(),
             None => self.search_neighbours(face_id, &self.embedding(face_id)?),
         };
-        let meta = self.meta_read();
-        Some(
-            found
-                .into_iter()
-                .filter_map(|(id, similarity)| {
-                    Some(Similar {
-                        face_id: id,
-                        similarity,
-                        meta: *meta.get(&id)?,
-                    })
-                })
-                .collect(),
-        )
+        Some(self.described(found))
     }
 
     /// The neighbour lists of `faces` (those in the index), worked out on every core: the
