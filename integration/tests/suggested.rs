@@ -91,9 +91,11 @@ async fn a_folder_of_unknown_people_ends_as_one_suggestion_each() {
 
     let mut env = backends.env.clone();
     env.insert("FACEWIRE_IMAGE_ROOT".into(), dir.display().to_string());
-    // Default grouping settings; only the waiting faces' re-try comes sooner.
+    // Default grouping settings; only the waiting faces' re-try comes sooner, and the face
+    // index keeps a graph from 10 faces on (from 5 000 by default), so that it is saved.
     env.insert("FACEWIRE_GROUPING_RETRY_SECONDS".into(), "1".into());
-    let up = Service::spawn(&["up"], &env).await;
+    env.insert("FACEWIRE_FACE_INDEX_EXACT_BELOW".into(), "10".into());
+    let mut up = Service::spawn(&["up"], &env).await;
     let server = up.grpc_url();
     let out = tokio::process::Command::new(facewire_bin())
         .args(["submit", "--wait", "--server", &server])
@@ -185,4 +187,63 @@ async fn a_folder_of_unknown_people_ends_as_one_suggestion_each() {
             .len(),
         PEOPLE.len() - 1
     );
+
+    // Stopped cleanly, it saves the face index; started again, it loads it (checked
+    // against the database) instead of rebuilding, and searches by face answer the same.
+    let face = faces[0]["id"].as_i64().unwrap().to_string();
+    let before = c.json(&["search", "--face", &face]).await;
+    assert!(!before.to_string().is_empty());
+    up.terminate();
+    let stopped = up.wait(Duration::from_secs(60)).await;
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+    let snapshot = backends.data_dir.path().join("face-index.usearch");
+    assert!(snapshot.exists(), "no snapshot at {snapshot:?}");
+    env.insert(
+        "FACEWIRE_LOG".into(),
+        "warn,facewire_recognition=info".into(),
+    );
+    let up = Service::spawn(&["up"], &env).await;
+    let c = ServerCli {
+        dir,
+        env: &env,
+        server: up.grpc_url(),
+    };
+    let loaded = up
+        .logs()
+        .into_iter()
+        .find(|line| line.contains("face index loaded"))
+        .map(|line| without_colours(&line))
+        .unwrap_or_else(|| panic!("no load logged: {:?}", up.logs()));
+    let count = |field: &str| -> usize {
+        let at = loaded
+            .find(field)
+            .unwrap_or_else(|| panic!("{field}: {loaded}"))
+            + field.len();
+        let digits: String = loaded[at..]
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap()
+    };
+    assert!(
+        count("from_snapshot") >= found_counts.values().sum::<usize>(),
+        "{loaded}"
+    );
+    assert_eq!(count("from_database"), 0, "{loaded}");
+    assert_eq!(c.json(&["search", "--face", &face]).await, before);
+}
+
+/// `line` without the terminal colour codes (`ESC [ ... m`) the text log format adds.
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -1,5 +1,6 @@
 //! Exact while small, HNSW once large: the index the services use.
 
+use std::path::Path;
 use std::sync::RwLock;
 
 use crate::exact::ExactStore;
@@ -33,6 +34,11 @@ enum Backend {
     Exact(ExactStore),
     Hnsw(HnswStore),
 }
+
+/// The cosine similarity at or above which a stored vector is taken to be the one given:
+/// f16 storage keeps a vector within ~1e-7 of 1; the same face detected again (another
+/// crop, another model) is much further off.
+pub const SAME_VECTOR: f32 = 0.9999;
 
 /// Exact search below [`AutoConfig::threshold`] faces, HNSW above, migrating in place.
 ///
@@ -85,6 +91,49 @@ impl Auto {
     }
 
     /// Promotes an exact store that reached the threshold.
+    /// Saves the index to `path` when it is approximate and returns whether it did. An
+    /// exact index rebuilds faster than it would load: nothing is written, and a snapshot
+    /// left at `path` by an earlier, larger index is removed so it is never loaded stale.
+    /// Searches go on while it writes; changes wait.
+    pub fn save(&self, path: &Path) -> Result<bool, IndexError> {
+        match &*crate::read(&self.backend) {
+            Backend::Hnsw(s) => s.save(path).map(|()| true),
+            Backend::Exact(_) => crate::snapshot::remove(path).map(|()| false),
+        }
+    }
+
+    /// The index [`Auto::save`] wrote to `path`, tuned by `config`; refused when it was
+    /// saved with other settings (dimension, quantisation, links per node) or its files
+    /// do not belong together. The caller checks it against the truth ([`Auto::holds`]).
+    pub fn restore(dimensions: usize, config: AutoConfig, path: &Path) -> Result<Self, IndexError> {
+        let store = HnswStore::restore(path, dimensions, &config.hnsw)?;
+        Ok(Auto {
+            dimensions,
+            config,
+            backend: RwLock::new(Backend::Hnsw(store)),
+        })
+    }
+
+    /// Every id held, in no particular order.
+    pub fn ids(&self) -> Vec<i64> {
+        match &*crate::read(&self.backend) {
+            Backend::Exact(s) => s.entries().map(|(id, _)| id).collect(),
+            Backend::Hnsw(s) => s.ids().collect(),
+        }
+    }
+
+    /// Whether `id` is held with `vector` (as closely as the index stores vectors: a
+    /// cosine similarity of at least [`SAME_VECTOR`] between the two).
+    pub fn holds(&self, id: i64, vector: &[f32]) -> bool {
+        let (Some(stored), Ok(unit)) = (self.vector(id), crate::unit(vector, self.dimensions))
+        else {
+            return false;
+        };
+        // Cosine, not the bare dot product: a quantised vector is a little shorter than one.
+        let length = crate::kernel::dot(&stored, &stored).sqrt();
+        length > 0.0 && crate::kernel::dot(&stored, &unit) >= SAME_VECTOR * length
+    }
+
     fn grow_if_due(&self, backend: &mut Backend) -> Result<(), IndexError> {
         let Backend::Exact(exact) = backend else {
             return Ok(());

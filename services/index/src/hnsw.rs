@@ -7,6 +7,7 @@
 //! not fit the 1 GiB budget at a million faces and is not needed for that recall.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Condvar, Mutex, RwLock};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -110,6 +111,14 @@ fn key(id: i64) -> u64 {
     id as u64
 }
 
+fn scalar_kind(quantization: Quantization) -> ScalarKind {
+    match quantization {
+        Quantization::F32 => ScalarKind::F32,
+        Quantization::F16 => ScalarKind::F16,
+        Quantization::I8 => ScalarKind::I8,
+    }
+}
+
 /// The HNSW store without the outer lock; [`Hnsw`] and [`crate::Auto`] wrap it.
 pub(crate) struct HnswStore {
     dimensions: usize,
@@ -126,11 +135,7 @@ impl HnswStore {
             dimensions,
             // Inner product on unit vectors: distance = 1 - cosine similarity.
             metric: MetricKind::IP,
-            quantization: match config.quantization {
-                Quantization::F32 => ScalarKind::F32,
-                Quantization::F16 => ScalarKind::F16,
-                Quantization::I8 => ScalarKind::I8,
-            },
+            quantization: scalar_kind(config.quantization),
             connectivity: config.connectivity,
             expansion_add: config.expansion_add,
             expansion_search: config.expansion_search,
@@ -302,6 +307,77 @@ impl HnswStore {
         let mut vector = vec![0.0f32; self.dimensions];
         self.index.get(key(id), &mut vector).ok()?;
         Some(vector)
+    }
+
+    /// Writes the graph to `path` and its ids to [`crate::snapshot::ids_path`], each
+    /// through a temporary file renamed into place. Searches go on meanwhile (the caller
+    /// holds a read lock); writes wait.
+    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
+        let graph_tmp = crate::snapshot::temporary(path);
+        let ids_path = crate::snapshot::ids_path(path);
+        let ids_tmp = crate::snapshot::temporary(&ids_path);
+        self.index
+            .save(crate::snapshot::utf8(&graph_tmp)?)
+            .map_err(crate::snapshot::failed)?;
+        let graph_bytes = crate::snapshot::sync_len(&graph_tmp)?;
+        crate::snapshot::write_ids(&ids_tmp, graph_bytes, &self.ids)?;
+        crate::snapshot::rename(&graph_tmp, path)?;
+        crate::snapshot::rename(&ids_tmp, &ids_path)?;
+        Ok(())
+    }
+
+    /// Loads a graph [`HnswStore::save`] wrote, refusing one that does not fit `config`
+    /// or whose ids file belongs to another save.
+    pub fn restore(
+        path: &Path,
+        dimensions: usize,
+        config: &HnswConfig,
+    ) -> Result<Self, IndexError> {
+        let graph = crate::snapshot::utf8(path)?;
+        let (ids, graph_bytes) = crate::snapshot::read_ids(&crate::snapshot::ids_path(path))?;
+        let on_disk = std::fs::metadata(path)
+            .map_err(crate::snapshot::failed)?
+            .len();
+        if on_disk != graph_bytes {
+            return Err(crate::snapshot::mismatch(
+                "the graph and its ids are from different saves",
+            ));
+        }
+        let meta = Index::metadata(graph).map_err(crate::snapshot::failed)?;
+        if meta.dimensions as usize != dimensions
+            || meta.metric != MetricKind::IP
+            || meta.quantization != scalar_kind(config.quantization)
+            || meta.multi
+        {
+            return Err(crate::snapshot::mismatch(
+                "it was saved with another dimension or quantisation",
+            ));
+        }
+        let mut store = HnswStore::new(dimensions, config)?;
+        store.index.load(graph).map_err(crate::snapshot::failed)?;
+        if store.index.connectivity() != config.connectivity {
+            return Err(crate::snapshot::mismatch(
+                "it was built with another number of links per node",
+            ));
+        }
+        store.index.change_expansion_add(config.expansion_add);
+        store.index.change_expansion_search(config.expansion_search);
+        if store.index.size() != ids.len() || !ids.iter().all(|&id| store.index.contains(key(id))) {
+            return Err(crate::snapshot::mismatch(
+                "the graph does not hold the ids saved with it",
+            ));
+        }
+        store
+            .index
+            .reserve_capacity_and_threads(store.index.size().max(1024), store.threads)
+            .map_err(backend)?;
+        store.ids = ids.into_iter().collect();
+        Ok(store)
+    }
+
+    /// The ids held.
+    pub fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.ids.iter().copied()
     }
 
     /// Every (id, vector) pair, for migrating back to the exact store.

@@ -11,7 +11,9 @@
 //!
 //! The database stays the truth: an index is rebuilt from it at start with
 //! [`VectorIndex::extend`] and then moved one entry per change with [`VectorIndex::upsert`]
-//! and [`VectorIndex::remove`]. Every replica keeps its own copy.
+//! and [`VectorIndex::remove`]. Every replica keeps its own copy. A large one can be saved
+//! and loaded back instead of rebuilt ([`Auto::save`], [`Auto::restore`]); the loader
+//! checks it against the database entry by entry ([`Auto::holds`]).
 //!
 //! Vectors are unit length (cosine similarity = dot product). Every vector and query is
 //! normalised defensively on the way in, so a slightly off-norm embedding cannot skew scores.
@@ -23,10 +25,11 @@ mod exact;
 mod hnsw;
 pub mod join;
 mod kernel;
+mod snapshot;
 pub mod synthetic;
 mod topk;
 
-pub use auto::{Auto, AutoConfig};
+pub use auto::{Auto, AutoConfig, SAME_VECTOR};
 pub use exact::Exact;
 pub use hnsw::{Hnsw, HnswConfig, Quantization};
 /// The dot product the exact store searches with, for callers checking results by brute force.
@@ -64,6 +67,10 @@ pub enum IndexError {
     /// The approximate index's native library reported an error.
     #[error("vector index backend failed: {0}")]
     Backend(String),
+    /// A saved index could not be written, or cannot be loaded (unreadable, or saved
+    /// with other settings); loading falls back to a rebuild.
+    #[error("face index snapshot unusable: {0}")]
+    Snapshot(String),
 }
 
 /// The one interface behind naming, grouping and search by face.

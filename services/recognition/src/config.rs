@@ -174,12 +174,37 @@ pub struct RecognitionConfig {
     /// Largest gRPC request accepted, in bytes.
     #[arg(long, env = "FACEWIRE_RECOGNITION_MAX_MESSAGE_BYTES", default_value_t = facewire_config::DEFAULT_RECOGNITION_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+
+    /// File the face index is saved to (on a clean stop, and after a start that had to
+    /// build it) and loaded from at start, checked against the database face by face, so
+    /// a large library starts without rebuilding its graph. Default: `face-index.usearch`
+    /// in the data dir with the embedded SQLite database, none with a database server;
+    /// `none` turns it off. Each replica needs its own file or a shared directory.
+    #[arg(long, env = "FACEWIRE_FACE_INDEX_SNAPSHOT")]
+    pub face_index_snapshot: Option<PathBuf>,
 }
 
 impl RecognitionConfig {
     /// The gallery poll interval (at least 50 ms).
     pub fn gallery_poll(&self) -> Duration {
         Duration::from_secs_f64(self.gallery_poll_seconds.max(0.05))
+    }
+
+    /// Where the face index snapshot lives, if anywhere (see `face_index_snapshot`).
+    pub fn face_index_snapshot(&self) -> Option<PathBuf> {
+        match &self.face_index_snapshot {
+            Some(path) if path.as_os_str().is_empty() || path.as_os_str() == "none" => None,
+            Some(path) => Some(path.clone()),
+            None if self
+                .storage
+                .database_url
+                .as_deref()
+                .is_none_or(str::is_empty) =>
+            {
+                Some(self.storage.data_dir.join("face-index.usearch"))
+            }
+            None => None,
+        }
     }
 }
 
@@ -227,5 +252,25 @@ mod tests {
         let o = cli.config.recognizer.options();
         assert_eq!(o.limits.decode_budget_bytes, 64 << 20);
         assert_eq!(o.limits.decode_wait, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn the_face_index_snapshot_lives_beside_the_embedded_database_unless_told() {
+        let snapshot = |args: &[&str]| {
+            Cli::parse_from([&["x"], args].concat())
+                .config
+                .face_index_snapshot()
+        };
+        assert_eq!(
+            snapshot(&["--data-dir", "/var/lib/fw"]),
+            Some(PathBuf::from("/var/lib/fw/face-index.usearch"))
+        );
+        let server = ["--database-url", "postgres://db/facewire"];
+        assert_eq!(snapshot(&server), None, "no local state with a server");
+        assert_eq!(
+            snapshot(&[&server[..], &["--face-index-snapshot", "/cache/faces"]].concat()),
+            Some(PathBuf::from("/cache/faces"))
+        );
+        assert_eq!(snapshot(&["--face-index-snapshot", "none"]), None);
     }
 }

@@ -36,8 +36,9 @@
 //! deterministic: faces in id order, ties by lower id.
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    sync::{Arc, RwLock},
+    collections::{BTreeSet, HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -78,6 +79,14 @@ pub struct GroupingConfig {
     /// Seconds between passes over the waiting faces.
     #[arg(long, env = "FACEWIRE_GROUPING_RETRY_SECONDS", default_value_t = 30.0)]
     pub retry_seconds: f64,
+    /// Below this many faces the face index searches exactly; from it on, it keeps an
+    /// HNSW graph (which `--face-index-snapshot` saves).
+    #[arg(
+        long = "face-index-exact-below",
+        env = "FACEWIRE_FACE_INDEX_EXACT_BELOW",
+        default_value_t = AutoConfig::default().threshold
+    )]
+    pub exact_below: usize,
 }
 
 impl Default for GroupingConfig {
@@ -89,12 +98,37 @@ impl Default for GroupingConfig {
             min_face_size: 40.0,
             min_detection_score: 0.8,
             retry_seconds: 30.0,
+            exact_below: AutoConfig::default().threshold,
+        }
+    }
+}
+
+impl GroupingConfig {
+    /// The face index's settings.
+    pub fn index(&self) -> AutoConfig {
+        AutoConfig {
+            threshold: self.exact_below.max(1),
+            ..AutoConfig::default()
         }
     }
 }
 
 /// Most neighbours read per face.
 const NEIGHBOURS: usize = 64;
+
+/// How [`FaceIndex::load_from`] got its vectors.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Loaded {
+    /// Faces whose vector the snapshot held as the database has it.
+    pub restored: usize,
+    /// Faces put in from the database: every one without a snapshot, else the faces new
+    /// since it or changed in it.
+    pub indexed: usize,
+    /// Snapshot entries whose face is no longer in the database, dropped.
+    pub removed: usize,
+    /// Why a snapshot that was there could not be used (the index was rebuilt).
+    pub snapshot_refused: Option<String>,
+}
 
 /// What the index knows of a face besides its vector.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -165,13 +199,28 @@ impl Neighbourhoods {
     /// Every face's neighbours at `min_similarity` or more among `vectors` (row `i` is face
     /// `ids[i]`, unit length), by one similarity join on every core.
     pub fn joined(ids: &[i64], vectors: &[f32], min_similarity: f32) -> Self {
+        Self::joined_with(
+            ids,
+            vectors,
+            min_similarity,
+            &facewire_index::join::JoinConfig::default(),
+        )
+    }
+
+    /// [`Neighbourhoods::joined`] with the join tuned by `join` (the bench's trials).
+    pub fn joined_with(
+        ids: &[i64],
+        vectors: &[f32],
+        min_similarity: f32,
+        join: &facewire_index::join::JoinConfig,
+    ) -> Self {
         let lists = facewire_index::join::neighbours_within(
             ids,
             vectors,
             EMBEDDING_DIM,
             min_similarity,
             NEIGHBOURS,
-            &facewire_index::join::JoinConfig::default(),
+            join,
         );
         Neighbourhoods(ids.iter().copied().zip(lists).collect())
     }
@@ -201,13 +250,17 @@ const PAGE: i64 = 10_000;
 impl FaceIndex {
     /// An empty index.
     pub fn new(config: GroupingConfig) -> Self {
-        Self::with_index(config, AutoConfig::default())
+        Self::with_index(config, config.index())
     }
 
     /// An empty index whose vector index is tuned by `index` (the bench's trials).
     pub fn with_index(config: GroupingConfig, index: AutoConfig) -> Self {
+        Self::with_vectors(config, Auto::with_config(EMBEDDING_DIM, index))
+    }
+
+    fn with_vectors(config: GroupingConfig, vectors: Auto) -> Self {
         Self {
-            vectors: Auto::with_config(EMBEDDING_DIM, index),
+            vectors,
             meta: RwLock::new(HashMap::new()),
             cursor: RwLock::new((0, 0)),
             config,
@@ -216,19 +269,65 @@ impl FaceIndex {
 
     /// Builds the index from every stored face.
     pub async fn load(store: &Store, config: GroupingConfig) -> Result<Self, StoreError> {
-        let index = Self::new(config);
+        Ok(Self::load_from(store, config, None).await?.0)
+    }
+
+    /// Builds the index from every stored face, starting from the snapshot at `snapshot`
+    /// when there is a usable one (saved by [`FaceIndex::save`]). The snapshot is checked
+    /// against the database face by face: a vector is kept where the database holds the
+    /// same one, replaced where it holds another, dropped where the face is gone.
+    pub async fn load_from(
+        store: &Store,
+        config: GroupingConfig,
+        snapshot: Option<&Path>,
+    ) -> Result<(Self, Loaded), StoreError> {
+        let mut loaded = Loaded::default();
+        let tuning = config.index();
+        let vectors = match snapshot.filter(|path| path.exists()) {
+            Some(path) => Auto::restore(EMBEDDING_DIM, tuning.clone(), path).unwrap_or_else(|e| {
+                loaded.snapshot_refused = Some(e.to_string());
+                Auto::with_config(EMBEDDING_DIM, tuning)
+            }),
+            None => Auto::with_config(EMBEDDING_DIM, tuning),
+        };
+        let mut unchecked: HashSet<i64> = vectors.ids().into_iter().collect();
+        let index = Self::with_vectors(config, vectors);
         // Following starts a little before the load began, so nothing written during
         // it is missed; a change seen twice is applied twice, harmlessly.
         let started = facewire_storage::now_millis() - 5_000;
         let mut after = 0;
         loop {
-            let page = store.index_faces(after, PAGE).await?;
+            let mut page = store.index_faces(after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.id;
+            for face in &mut page {
+                if !unchecked.remove(&face.id) {
+                    continue;
+                }
+                if index.vectors.holds(face.id, &face.embedding) {
+                    // Held as the database has it: nothing to put in.
+                    face.embedding = Vec::new();
+                    loaded.restored += 1;
+                } else {
+                    let _ = index.vectors.remove(face.id);
+                }
+            }
             index.apply_page(page);
         }
+        for id in unchecked {
+            let _ = index.vectors.remove(id);
+            loaded.removed += 1;
+        }
+        loaded.indexed = index.len() - loaded.restored;
         *index.write_cursor() = (started, 0);
-        Ok(index)
+        Ok((index, loaded))
+    }
+
+    /// Saves the vectors to `path` for the next start ([`FaceIndex::load_from`]) when the
+    /// index is large enough to be approximate, and returns whether it did (a small one
+    /// rebuilds faster than it would load; see [`Auto::save`]).
+    pub fn save(&self, path: &Path) -> Result<bool, facewire_index::IndexError> {
+        self.vectors.save(path)
     }
 
     fn write_cursor(&self) -> std::sync::RwLockWriteGuard<'_, (i64, i64)> {
@@ -260,11 +359,15 @@ impl FaceIndex {
                     trusted: self.trusted(&face),
                     core: meta.get(&face.id).is_some_and(|m| m.core),
                 };
-                if meta.insert(face.id, m).is_none() {
+                let new = meta.insert(face.id, m).is_none();
+                if new {
                     fresh.push(face.id);
-                    if face.embedding.len() == EMBEDDING_DIM {
-                        entries.push((face.id, face.embedding));
-                    }
+                }
+                // A face detected again (the image re-run) may bring another vector.
+                if face.embedding.len() == EMBEDDING_DIM
+                    && (new || !self.vectors.holds(face.id, &face.embedding))
+                {
+                    entries.push((face.id, face.embedding));
                 }
             }
         }
@@ -506,21 +609,51 @@ impl FaceIndex {
         rejected: &[i64],
         ahead: Option<&Neighbourhoods>,
     ) -> Decision {
+        self.decide_noting(face_id, rejected, ahead).0
+    }
+
+    /// [`Self::decide_among`], and the neighbours without a person it saw: the faces a
+    /// new face may have made groupable.
+    fn decide_noting(
+        &self,
+        face_id: i64,
+        rejected: &[i64],
+        ahead: Option<&Neighbourhoods>,
+    ) -> (Decision, Vec<i64>) {
         let Some(meta) = self.meta(face_id) else {
-            return Decision::Wait;
+            return (Decision::Wait, Vec::new());
         };
         if meta.person_id.is_some() {
-            return Decision::Wait;
+            return (Decision::Wait, Vec::new());
         }
         let Some(neighbours) = self.neighbours(face_id, ahead) else {
-            return Decision::Wait;
+            return (Decision::Wait, Vec::new());
         };
+        let unassigned = neighbours
+            .iter()
+            .filter(|n| n.meta.person_id.is_none())
+            .map(|n| n.face_id)
+            .collect();
+        (
+            self.decide_from(face_id, &meta, rejected, &neighbours, ahead),
+            unassigned,
+        )
+    }
+
+    fn decide_from(
+        &self,
+        face_id: i64,
+        meta: &FaceMeta,
+        rejected: &[i64],
+        neighbours: &[Similar],
+        ahead: Option<&Neighbourhoods>,
+    ) -> Decision {
         let core = meta.trusted && neighbours.len() >= self.config.min_faces;
         if core && !meta.core {
             self.mark_core(face_id);
         }
         // The most similar core neighbour with a person this face may join.
-        for n in &neighbours {
+        for n in neighbours {
             let Some(person) = n.meta.person_id else {
                 continue;
             };
@@ -555,6 +688,32 @@ pub struct Grouper {
     index: Arc<FaceIndex>,
     config: GroupingConfig,
     holder: String,
+    snapshot: Option<Snapshot>,
+    retries: Arc<Mutex<Retries>>,
+}
+
+/// What the next retry pass looks at. A waiting face can only become groupable when a
+/// face near it changes, so a pass re-tries the faces without a person that new faces
+/// found as neighbours — and every waiting face only when that is cheap, at the first
+/// pass, or once the index has grown by a tenth since the last such pass (a safety net
+/// for changes further away, whose cost per new face stays bounded: a pass over every
+/// waiting face of a million-face library is a similarity join of a minute or two).
+#[derive(Debug, Default)]
+struct Retries {
+    /// Waiting faces some new face found as a neighbour since the last pass.
+    touched: BTreeSet<i64>,
+    /// Faces the index held at the last pass over every waiting face; none yet: due.
+    full_pass_at: Option<usize>,
+}
+
+/// Up to this many waiting faces, a retry pass looks at all of them (a search each).
+pub const RETRY_ALL_BELOW: usize = 1_000;
+
+/// Where the index is saved for the next start, and whether it is due at this one.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    path: PathBuf,
+    at_start: bool,
 }
 
 /// Face ids per query of `face_rejections` (SQLite binds each id as its own parameter and
@@ -571,6 +730,8 @@ const LEASE_MS: i64 = 15_000;
 /// What one grouping step did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GroupingReport {
+    /// Faces looked at.
+    pub considered: usize,
     /// Faces that joined a person.
     pub joined: usize,
     /// Suggested people started.
@@ -594,6 +755,40 @@ impl Grouper {
             index,
             config,
             holder,
+            snapshot: None,
+            retries: Arc::default(),
+        }
+    }
+
+    /// Saves the index to `path` when it stops cleanly and, with `at_start` (the start
+    /// had to build much of it), once when it starts running too.
+    pub fn with_snapshot(mut self, path: PathBuf, at_start: bool) -> Self {
+        self.snapshot = Some(Snapshot { path, at_start });
+        self
+    }
+
+    /// Saves the index to its snapshot path, off the async threads (searches go on;
+    /// changes wait for the write).
+    async fn save_snapshot(&self) {
+        let Some(snapshot) = &self.snapshot else {
+            return;
+        };
+        let (index, path) = (self.index.clone(), snapshot.path.clone());
+        let started = std::time::Instant::now();
+        let saved = tokio::task::spawn_blocking(move || index.save(&path)).await;
+        let path = snapshot.path.display();
+        match saved {
+            Ok(Ok(true)) => tracing::info!(
+                %path,
+                faces = self.index.len(),
+                seconds = started.elapsed().as_secs_f64(),
+                "face index saved"
+            ),
+            Ok(Ok(false)) => {
+                tracing::debug!(%path, "face index small enough to rebuild; not saved")
+            }
+            Ok(Err(e)) => tracing::warn!(%path, "face index not saved: {e}"),
+            Err(e) => tracing::warn!(%path, "face index not saved: {e}"),
         }
     }
 
@@ -610,9 +805,22 @@ impl Grouper {
     }
 
     /// Groups `faces` (ascending id), each still unassigned at the time.
-    pub async fn group(&self, mut faces: Vec<i64>) -> Result<GroupingReport, StoreError> {
+    pub async fn group(&self, faces: Vec<i64>) -> Result<GroupingReport, StoreError> {
+        self.group_noting(faces, false).await
+    }
+
+    /// [`Self::group`]; with `note`, the waiting neighbours each face saw are kept for
+    /// the next retry pass (new faces are what make waiting faces groupable).
+    async fn group_noting(
+        &self,
+        mut faces: Vec<i64>,
+        note: bool,
+    ) -> Result<GroupingReport, StoreError> {
         faces.sort_unstable();
-        let mut report = GroupingReport::default();
+        let mut report = GroupingReport {
+            considered: faces.len(),
+            ..GroupingReport::default()
+        };
         let mut rejections: HashMap<i64, Vec<i64>> = HashMap::new();
         for part in faces.chunks(REJECTIONS_PER_QUERY) {
             for (face, person) in self.store.rejections(part.to_vec()).await? {
@@ -645,11 +853,14 @@ impl Grouper {
             let rejected = rejections.remove(&face).unwrap_or_default();
             // A neighbour outside the pass may still need a search: off the runtime.
             let (index, ahead) = (self.index.clone(), ahead.clone());
-            let decision = tokio::task::spawn_blocking(move || {
-                index.decide_among(face, &rejected, ahead.as_deref())
+            let (decision, unassigned) = tokio::task::spawn_blocking(move || {
+                index.decide_noting(face, &rejected, ahead.as_deref())
             })
             .await
-            .unwrap_or(Decision::Wait);
+            .unwrap_or((Decision::Wait, Vec::new()));
+            if note {
+                self.retries_lock().touched.extend(unassigned);
+            }
             match decision {
                 Decision::Join(person, similarity) => {
                     self.index.assume_person(&[(face, similarity)], person);
@@ -712,15 +923,39 @@ impl Grouper {
         ids
     }
 
-    /// One round: follow the database; as leader, group what is new (and everything
-    /// waiting when `retry`).
+    fn retries_lock(&self) -> std::sync::MutexGuard<'_, Retries> {
+        self.retries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The faces a retry pass looks at now (see [`Retries`]), ascending.
+    fn to_retry(&self) -> Vec<i64> {
+        let waiting = self.waiting();
+        let size = self.index.len();
+        let mut retries = self.retries_lock();
+        let all = waiting.len() < RETRY_ALL_BELOW
+            || retries
+                .full_pass_at
+                .is_none_or(|at| size >= at.saturating_add(at / 10).max(at + 1));
+        let touched = std::mem::take(&mut retries.touched);
+        if all {
+            retries.full_pass_at = Some(size);
+            return waiting;
+        }
+        waiting
+            .into_iter()
+            .filter(|id| touched.contains(id))
+            .collect()
+    }
+
+    /// One round: follow the database; as leader, group what is new (and, when `retry`,
+    /// the waiting faces that may have become groupable: see [`Retries`]).
     pub async fn step(&self, retry: bool) -> Result<Option<GroupingReport>, StoreError> {
         let fresh = self.index.sync(&self.store).await?;
         if !self.config.enabled || !self.lead().await? {
             return Ok(None);
         }
         let todo = if retry {
-            self.waiting()
+            self.to_retry()
         } else {
             fresh
                 .into_iter()
@@ -734,7 +969,7 @@ impl Grouper {
         if todo.is_empty() {
             return Ok(Some(GroupingReport::default()));
         }
-        let report = self.group(todo).await?;
+        let report = self.group_noting(todo, !retry).await?;
         if report.joined + report.started > 0 {
             tracing::info!(
                 joined = report.joined,
@@ -748,9 +983,12 @@ impl Grouper {
     }
 
     /// Runs until `shutdown`: a step every `poll`, a retry pass every
-    /// `retry_seconds`, deleted faces dropped every minute; the lease is given up at
-    /// the end.
+    /// `retry_seconds`, deleted faces dropped every minute; the lease is given up and the
+    /// index saved (with a snapshot path) at the end.
     pub async fn run(self, poll: Duration, shutdown: CancellationToken) {
+        if self.snapshot.as_ref().is_some_and(|s| s.at_start) {
+            self.save_snapshot().await;
+        }
         let retry_every = Duration::from_secs_f64(self.config.retry_seconds.max(1.0));
         let mut last_retry = tokio::time::Instant::now();
         let mut last_sweep = tokio::time::Instant::now();
@@ -774,6 +1012,7 @@ impl Grouper {
             }
         }
         let _ = self.store.release_lease(LEASE, &self.holder).await;
+        self.save_snapshot().await;
     }
 }
 

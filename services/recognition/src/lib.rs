@@ -171,14 +171,35 @@ impl Recognition {
                 })
                 .ok()
         });
-        let faces = Arc::new(grouping::FaceIndex::load(roster.store(), config.grouping).await?);
-        tracing::info!(faces = faces.len(), "face index loaded");
-        let grouper = grouping::Grouper::new(
+        let snapshot = config.face_index_snapshot();
+        let started = std::time::Instant::now();
+        let (faces, loaded) =
+            grouping::FaceIndex::load_from(roster.store(), config.grouping, snapshot.as_deref())
+                .await?;
+        let faces = Arc::new(faces);
+        if let (Some(path), Some(why)) = (&snapshot, &loaded.snapshot_refused) {
+            tracing::warn!(path = %path.display(), "face index snapshot not used ({why}); built from the database");
+        }
+        tracing::info!(
+            faces = faces.len(),
+            from_snapshot = loaded.restored,
+            from_database = loaded.indexed,
+            dropped = loaded.removed,
+            seconds = started.elapsed().as_secs_f64(),
+            "face index loaded"
+        );
+        let mut grouper = grouping::Grouper::new(
             roster.store().clone(),
             faces.clone(),
             config.grouping,
             facewire_server::job_owner("grouping"),
         );
+        if let Some(path) = snapshot {
+            // Saved now too when the start had to build much of it, so that a crash
+            // before a clean stop does not cost the next start the same work.
+            let rebuilt = loaded.indexed + loaded.removed > loaded.restored / 10;
+            grouper = grouper.with_snapshot(path, rebuilt);
+        }
         let people =
             People::new(roster.clone(), image_root).with_face_index(faces, config.grouping);
         let grpc = GrpcServer::new()
@@ -254,7 +275,9 @@ impl Recognition {
             grouper,
             poll,
         } = self;
-        tokio::spawn(grouper.run(std::time::Duration::from_secs(1), shutdown.clone()));
+        // Awaited at the end: it saves the face index when it stops.
+        let grouping =
+            tokio::spawn(grouper.run(std::time::Duration::from_secs(1), shutdown.clone()));
         tokio::spawn(people.roster().clone().watch(poll, shutdown.clone()));
         tokio::spawn(people.clone().run_jobs(
             facewire_server::job_owner("recognition"),
@@ -272,6 +295,9 @@ impl Recognition {
             }
         };
         tokio::try_join!(grpc.serve(listener, shutdown), ops)?;
+        if let Err(e) = grouping.await {
+            tracing::warn!("grouping stopped abnormally: {e}");
+        }
         Ok(())
     }
 }

@@ -351,3 +351,90 @@ both_backends!(
     grouping_on_labeled_photos,
     groups_people_and_leaves_strangers_alone
 );
+
+/// Writes one image per embedding (a face big and sharp enough to start a person).
+async fn write_embeddings(store: &Store, embeddings: Vec<Vec<f32>>) -> Vec<i64> {
+    write(
+        store,
+        embeddings
+            .into_iter()
+            .map(|embedding| DetectedFace {
+                bbox: [10.0, 10.0, 120.0, 120.0],
+                landmarks: vec![[0.0, 0.0]; 5],
+                score: 0.95,
+                embedding,
+                crop: None,
+                matched: None,
+            })
+            .collect(),
+    )
+    .await
+}
+
+/// Many waiting faces: a retry pass looks at the ones a new face came near, not at all of
+/// them every time (at a million faces that is a similarity join every 30 s); all of them
+/// again once the library has grown by a tenth.
+async fn retry_passes_look_where_new_faces_came(store: Store) {
+    use facewire_index::synthetic::{FaceGenerator, Params};
+    use facewire_recognition::grouping::RETRY_ALL_BELOW;
+
+    let strangers = RETRY_ALL_BELOW + 200;
+    // Face i is of person i % strangers: the first `strangers` faces are all different.
+    let generator = FaceGenerator::new(Params::sface_like(strangers, 41));
+    write_embeddings(&store, (0..strangers).map(|i| generator.face(i)).collect()).await;
+    let config = GroupingConfig::default();
+    let index = Arc::new(FaceIndex::load(&store, config).await.unwrap());
+    let grouper = Grouper::new(store.clone(), index.clone(), config, "test-retry".into());
+
+    let first = grouper.step(true).await.unwrap().unwrap();
+    assert_eq!(
+        (first.considered, first.waiting),
+        (strangers, strangers),
+        "the first pass looks at every waiting face"
+    );
+    let idle = grouper.step(true).await.unwrap().unwrap();
+    assert_eq!(idle.considered, 0, "nothing came: nothing to re-try");
+
+    // A person whose three photos are clearly alike (photo k of person p is face
+    // k * strangers + p).
+    let photo = |p: usize, k: usize| generator.face(k * strangers + p);
+    let alike = |p: usize| {
+        let [a, b, c] = [photo(p, 0), photo(p, 1), photo(p, 2)];
+        let dot = facewire_index::dot;
+        dot(&a, &b).min(dot(&a, &c)).min(dot(&b, &c))
+    };
+    let p = (0..100)
+        .max_by(|&x, &y| alike(x).total_cmp(&alike(y)))
+        .unwrap();
+    assert!(alike(p) >= 0.6, "{}", alike(p));
+
+    // A second photo of them comes: it waits (one neighbour), and the next pass re-tries
+    // the face it came near, and only that one.
+    write_embeddings(&store, vec![photo(p, 1)]).await;
+    let fresh = grouper.step(false).await.unwrap().unwrap();
+    assert_eq!((fresh.considered, fresh.waiting), (1, 1), "{fresh:?}");
+    let targeted = grouper.step(true).await.unwrap().unwrap();
+    assert_eq!(targeted.considered, 1, "{targeted:?}");
+
+    // A third photo makes a suggested person of the three at once.
+    let third = write_embeddings(&store, vec![photo(p, 2)]).await;
+    let fresh = grouper.step(false).await.unwrap().unwrap();
+    assert_eq!((fresh.started, fresh.started_faces), (1, 3), "{fresh:?}");
+    assert!(store
+        .face(third[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .person_id
+        .is_some());
+
+    // A tenth more faces (strangers again): the next pass looks at every waiting face.
+    let more = strangers / 10 + 1;
+    let other = FaceGenerator::new(Params::sface_like(more, 42));
+    write_embeddings(&store, (0..more).map(|i| other.face(i)).collect()).await;
+    grouper.step(false).await.unwrap();
+    let full = grouper.step(true).await.unwrap().unwrap();
+    assert_eq!(full.considered, strangers - 1 + more, "{full:?}");
+}
+
+both_backends!(retry_passes, retry_passes_look_where_new_faces_came);

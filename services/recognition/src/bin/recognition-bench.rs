@@ -66,6 +66,22 @@ struct Args {
     /// bulk, every neighbour list on every core, then the decisions.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
     grouping_bulk_sizes: Vec<usize>,
+    /// The backlog join's faces per cell (default: the join's).
+    #[arg(long)]
+    join_cell_size: Option<usize>,
+    /// The backlog join's cells per face (default: the join's).
+    #[arg(long)]
+    join_probes: Option<usize>,
+    /// The backlog join's independent sets of cells (default: the join's).
+    #[arg(long)]
+    join_pivot_sets: Option<usize>,
+    /// The backlog join's rounds of neighbourhood refinement (default: the join's).
+    #[arg(long)]
+    join_refine_rounds: Option<usize>,
+    /// After grouping a backlog, build the graph and time new faces and the snapshot;
+    /// `false` stops after the grouping (the join's trials).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    grouping_then_graph: bool,
     /// The grouping part's HNSW links per node (`M`; default: the face index's).
     #[arg(long)]
     grouping_m: Option<usize>,
@@ -950,7 +966,12 @@ fn grouping(args: &Args) {
                 .collect(),
         );
         let t = Instant::now();
-        let ahead = Neighbourhoods::joined(&ids, &vectors, config.min_similarity);
+        let mut join = facewire_index::join::JoinConfig::default();
+        join.cell_size = args.join_cell_size.unwrap_or(join.cell_size);
+        join.probes = args.join_probes.unwrap_or(join.probes);
+        join.refine_rounds = args.join_refine_rounds.unwrap_or(join.refine_rounds);
+        join.pivot_sets = args.join_pivot_sets.unwrap_or(join.pivot_sets);
+        let ahead = Neighbourhoods::joined_with(&ids, &vectors, config.min_similarity, &join);
         let lists = t.elapsed();
         eprintln!(
             "grouping (backlog): {} neighbour lists in {:.0} s",
@@ -966,11 +987,25 @@ fn grouping(args: &Args) {
         }
         let decide = t.elapsed();
         drop(ahead);
+        // Quality before the slow graph build, so a run stopped there still tells it.
+        let (precision, recall, clusters) = bcubed(&person_of, &generator, n);
         eprintln!(
-            "grouping (backlog): decided in {:.1} s; grouping took {:.0} s",
+            "grouping (backlog): decided in {:.1} s; grouping took {:.0} s; BCubed precision {precision:.3}, recall {recall:.3}, {clusters} suggested people",
             decide.as_secs_f64(),
             (lists + decide).as_secs_f64()
         );
+        if !args.grouping_then_graph {
+            println!(
+                "grouping_join faces={n} cell_size={} probes={} pivot_sets={} refine_rounds={} neighbours_s={:.1} decide_s={:.1} bcubed_precision={precision:.3} bcubed_recall={recall:.3} people={clusters}",
+                join.cell_size,
+                join.probes,
+                join.pivot_sets,
+                join.refine_rounds,
+                lists.as_secs_f64(),
+                decide.as_secs_f64()
+            );
+            continue;
+        }
         // Then the graph every replica builds at start-up (in the pages it loads from the
         // database), for the faces that arrive afterwards, one at a time.
         drop(index);
@@ -994,7 +1029,6 @@ fn grouping(args: &Args) {
             build.as_secs_f64()
         );
         let total = lists + decide;
-        let (precision, recall, clusters) = bcubed(&person_of, &generator, n);
         let rss = rss_kib().map_or(0.0, |k| k as f64 / 1024.0);
         let times = one_new_face_at_a_time(
             &index,
@@ -1020,7 +1054,70 @@ fn grouping(args: &Args) {
             decide.as_secs_f64(),
             total.as_secs_f64(),
         );
+        snapshot_start_up(&index, &tuning, &generator, n);
     }
+}
+
+/// The start-up a snapshot buys: the graph saved, loaded back, and every face checked
+/// against its vector as the service checks it against the database (reading the rows
+/// left out). Prints a table row and one `snapshot ...` line.
+fn snapshot_start_up(
+    index: &facewire_recognition::grouping::FaceIndex,
+    tuning: &facewire_index::AutoConfig,
+    generator: &FaceGenerator,
+    n: usize,
+) {
+    let path = std::env::temp_dir().join(format!("facewire-bench-{}.usearch", std::process::id()));
+    let t = Instant::now();
+    match index.save(&path) {
+        Ok(true) => {}
+        Ok(false) => return println!("snapshot faces={n}: exact index, nothing to save"),
+        Err(e) => return println!("snapshot faces={n}: not saved ({e})"),
+    }
+    let save = t.elapsed();
+    let bytes = ["", ".ids"]
+        .iter()
+        .filter_map(|suffix| {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            std::fs::metadata(file).ok().map(|m| m.len())
+        })
+        .sum::<u64>();
+    let t = Instant::now();
+    let restored = match facewire_index::Auto::restore(
+        facewire_recognition::EMBEDDING_DIM,
+        tuning.clone(),
+        &path,
+    ) {
+        Ok(restored) => restored,
+        Err(e) => return println!("snapshot faces={n}: not loaded ({e})"),
+    };
+    let load = t.elapsed();
+    let mut check = Duration::ZERO;
+    let mut held = 0usize;
+    for i in 0..n {
+        let face = generator.face(i);
+        let t = Instant::now();
+        held += usize::from(restored.holds(i as i64, &face));
+        check += t.elapsed();
+    }
+    let _ = std::fs::remove_file(&path);
+    let mut ids = path.into_os_string();
+    ids.push(".ids");
+    let _ = std::fs::remove_file(ids);
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "\nsnapshot at {n} faces: saved in {:.1} s ({mib:.0} MiB), loaded in {:.1} s, {held} faces checked against their vectors in {:.1} s",
+        save.as_secs_f64(),
+        load.as_secs_f64(),
+        check.as_secs_f64()
+    );
+    println!(
+        "snapshot faces={n} save_s={:.2} load_s={:.2} check_s={:.2} held={held} size_mib={mib:.0}",
+        save.as_secs_f64(),
+        load.as_secs_f64(),
+        check.as_secs_f64()
+    );
 }
 
 /// The 1-minute load average, to read the timings against.
