@@ -90,7 +90,6 @@ impl Auto {
         matches!(*crate::read(&self.backend), Backend::Hnsw(_))
     }
 
-    /// Promotes an exact store that reached the threshold.
     /// Saves the index to `path` when it is approximate and returns whether it did. An
     /// exact index rebuilds faster than it would load: nothing is written, and a snapshot
     /// left at `path` by an earlier, larger index is removed so it is never loaded stale.
@@ -134,6 +133,7 @@ impl Auto {
         length > 0.0 && crate::kernel::dot(&stored, &unit) >= SAME_VECTOR * length
     }
 
+    /// Promotes an exact store that reached the threshold.
     fn grow_if_due(&self, backend: &mut Backend) -> Result<(), IndexError> {
         let Backend::Exact(exact) = backend else {
             return Ok(());

@@ -160,17 +160,18 @@ fn cell_pairs(
         for c in 0..cells {
             pivots.extend_from_slice(row(((c as f64 * step + offset) as usize).min(n - 1)));
         }
-        let cells_of: Vec<Vec<u32>> = parallel_map(n, threads, |i, scores: &mut Vec<f32>| {
-            scores.resize(cells, 0.0);
-            kernel::dots(&pivots, dimensions, row(i), scores);
-            let mut order: Vec<u32> = (0..cells as u32).collect();
-            order.select_nth_unstable_by(probes - 1, |a, b| {
-                scores[*b as usize].total_cmp(&scores[*a as usize])
+        let cells_of: Vec<Vec<u32>> =
+            crate::parallel_map(n, threads, |i, scores: &mut Vec<f32>| {
+                scores.resize(cells, 0.0);
+                kernel::dots(&pivots, dimensions, row(i), scores);
+                let mut order: Vec<u32> = (0..cells as u32).collect();
+                order.select_nth_unstable_by(probes - 1, |a, b| {
+                    scores[*b as usize].total_cmp(&scores[*a as usize])
+                });
+                order.truncate(probes);
+                order.sort_unstable();
+                order
             });
-            order.truncate(probes);
-            order.sort_unstable();
-            order
-        });
         let mut members = vec![Vec::new(); cells];
         for (i, cs) in cells_of.iter().enumerate() {
             for &c in cs {
@@ -251,7 +252,7 @@ fn two_hop_pairs(
     threads: usize,
 ) -> Vec<(u32, u32, f32)> {
     let row = |i: usize| &vectors[i * dimensions..(i + 1) * dimensions];
-    let found = parallel_map(
+    let found = crate::parallel_map(
         local.len(),
         threads,
         |i, (known, candidates): &mut (Vec<u32>, Vec<u32>)| {
@@ -291,33 +292,6 @@ fn first_shared(a: &[u32], b: &[u32]) -> Option<u32> {
         }
     }
     None
-}
-
-/// `f(i, scratch)` for `i` in `0..n` on `threads` threads, results in order.
-fn parallel_map<T: Send, S: Default>(
-    n: usize,
-    threads: usize,
-    f: impl Fn(usize, &mut S) -> T + Sync,
-) -> Vec<T> {
-    let chunk = n.div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..n)
-            .step_by(chunk)
-            .map(|from| {
-                let f = &f;
-                scope.spawn(move || {
-                    let mut scratch = S::default();
-                    (from..(from + chunk).min(n))
-                        .map(|i| f(i, &mut scratch))
-                        .collect::<Vec<T>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a join worker panicked"))
-            .collect()
-    })
 }
 
 #[cfg(test)]

@@ -169,3 +169,32 @@ pub(crate) fn default_threads() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
 }
+
+/// `f(i, scratch)` for `i` in `0..n` on `threads` threads (each a contiguous share, with
+/// its own scratch), results in order: the bulk work of the join and of grouping's
+/// neighbour searches.
+pub fn parallel_map<T: Send, S: Default>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize, &mut S) -> T + Sync,
+) -> Vec<T> {
+    let chunk = n.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|from| {
+                let f = &f;
+                scope.spawn(move || {
+                    let mut scratch = S::default();
+                    (from..(from + chunk).min(n))
+                        .map(|i| f(i, &mut scratch))
+                        .collect::<Vec<T>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a join worker panicked"))
+            .collect()
+    })
+}

@@ -540,39 +540,13 @@ impl FaceIndex {
             }
             return Neighbourhoods::joined(&kept, &vectors, self.config.min_similarity);
         }
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        const BLOCK: usize = 512;
-        let next = AtomicUsize::new(0);
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(faces.len().div_ceil(BLOCK))
-            .max(1);
-        let parts: Vec<Vec<(i64, NeighbourList)>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let from = next.fetch_add(BLOCK, Ordering::Relaxed);
-                            if from >= faces.len() {
-                                break out;
-                            }
-                            for &face in &faces[from..(from + BLOCK).min(faces.len())] {
-                                if let Some(embedding) = self.embedding(face) {
-                                    out.push((face, self.search_neighbours(face, &embedding)));
-                                }
-                            }
-                        }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_default())
-                .collect()
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lists = facewire_index::parallel_map(faces.len(), threads, |i, _: &mut ()| {
+            let face = faces[i];
+            let embedding = self.embedding(face)?;
+            Some((face, self.search_neighbours(face, &embedding)))
         });
-        Neighbourhoods(parts.into_iter().flatten().collect())
+        Neighbourhoods(lists.into_iter().flatten().collect())
     }
 
     fn is_core(&self, face_id: i64, meta: &FaceMeta, ahead: Option<&Neighbourhoods>) -> bool {
