@@ -217,6 +217,19 @@ impl VectorIndex for Auto {
         }
     }
 
+    fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(i64) -> bool + Sync),
+    ) -> Result<Vec<Neighbour>, IndexError> {
+        let unit = crate::unit(query, self.dimensions)?;
+        match &*crate::read(&self.backend) {
+            Backend::Exact(s) => Ok(s.search_unit_where(&unit, k, keep)),
+            Backend::Hnsw(s) => s.search_unit_where(&unit, k, keep),
+        }
+    }
+
     fn within(
         &self,
         query: &[f32],

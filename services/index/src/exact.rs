@@ -111,11 +111,22 @@ impl ExactStore {
     }
 
     pub fn search_unit(&self, unit_query: &[f32], k: usize) -> Vec<Neighbour> {
+        self.search_unit_where(unit_query, k, |_| true)
+    }
+
+    /// [`Self::search_unit`] among the rows `keep` accepts (asked only of rows that would
+    /// make the top `k`).
+    pub fn search_unit_where(
+        &self,
+        unit_query: &[f32],
+        k: usize,
+        keep: impl Fn(i64) -> bool,
+    ) -> Vec<Neighbour> {
         let mut top = TopK::new(k.min(self.len()));
         let mut floor = top.floor();
         self.scan(unit_query, |id, s| {
             // Most rows lose against the floor; skip the heap for them.
-            if s >= floor {
+            if s >= floor && keep(id) {
                 top.offer(id, crate::clamp_similarity(s));
                 floor = top.floor();
             }
@@ -195,6 +206,17 @@ impl VectorIndex for Exact {
         let store = crate::read(&self.store);
         let unit = crate::unit(query, store.dimensions())?;
         Ok(store.search_unit(&unit, k))
+    }
+
+    fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(i64) -> bool + Sync),
+    ) -> Result<Vec<Neighbour>, IndexError> {
+        let store = crate::read(&self.store);
+        let unit = crate::unit(query, store.dimensions())?;
+        Ok(store.search_unit_where(&unit, k, keep))
     }
 
     fn within(

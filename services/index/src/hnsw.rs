@@ -256,13 +256,39 @@ impl HnswStore {
     }
 
     pub fn search_unit(&self, unit_query: &[f32], k: usize) -> Result<Vec<Neighbour>, IndexError> {
+        self.search_unit_filtered(unit_query, k, None)
+    }
+
+    /// [`Self::search_unit`] among the faces `keep` accepts: the graph is walked through
+    /// the others, so a search costs about the inverse of the share kept.
+    pub fn search_unit_where(
+        &self,
+        unit_query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(i64) -> bool + Sync),
+    ) -> Result<Vec<Neighbour>, IndexError> {
+        self.search_unit_filtered(unit_query, k, Some(keep))
+    }
+
+    fn search_unit_filtered(
+        &self,
+        unit_query: &[f32],
+        k: usize,
+        keep: Option<&(dyn Fn(i64) -> bool + Sync)>,
+    ) -> Result<Vec<Neighbour>, IndexError> {
         let k = k.min(self.len());
         if k == 0 {
             return Ok(Vec::new());
         }
         let matches = {
             let _pass = self.gate.enter();
-            self.index.search(unit_query, k).map_err(backend)?
+            match keep {
+                None => self.index.search(unit_query, k),
+                Some(keep) => self
+                    .index
+                    .filtered_search(unit_query, k, |key| keep(key as i64)),
+            }
+            .map_err(backend)?
         };
         let mut out: Vec<Neighbour> = matches
             .keys
@@ -478,6 +504,16 @@ impl VectorIndex for Hnsw {
         crate::read(&self.store).search_unit(&unit, k)
     }
 
+    fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(i64) -> bool + Sync),
+    ) -> Result<Vec<Neighbour>, IndexError> {
+        let unit = crate::unit(query, self.dimensions)?;
+        crate::read(&self.store).search_unit_where(&unit, k, keep)
+    }
+
     fn within(
         &self,
         query: &[f32],
@@ -513,6 +549,30 @@ mod tests {
         assert_eq!(hnsw.extend(faces()).unwrap(), 10_000);
         exact.extend(faces()).unwrap();
         (generator, hnsw, exact)
+    }
+
+    #[test]
+    fn a_search_where_returns_only_kept_faces_and_finds_their_best() {
+        let (generator, hnsw, exact) = built(HnswConfig::default());
+        // A third of the faces kept: the gallery's named faces among every face.
+        let keep = |id: i64| id % 3 == 0;
+        let queries = 200;
+        let mut at1 = 0;
+        for q in 0..queries {
+            let query = generator.query(q);
+            let want = exact.search_where(&query, 5, &keep).unwrap();
+            let got = hnsw.search_where(&query, 5, &keep).unwrap();
+            assert_eq!(got.len(), 5);
+            assert!(got.iter().all(|n| keep(n.id)), "{got:?}");
+            assert!(want.iter().all(|n| keep(n.id)));
+            at1 += usize::from(got[0].id == want[0].id);
+        }
+        assert!(at1 >= queries * 97 / 100, "recall@1 {at1}/{queries}");
+        // Keeping nothing finds nothing.
+        assert!(hnsw
+            .search_where(&generator.query(0), 5, &|_| false)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

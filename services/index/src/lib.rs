@@ -100,6 +100,17 @@ pub trait VectorIndex: Send + Sync {
     /// The `k` faces most similar to `query`, best first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<Neighbour>, IndexError>;
 
+    /// The `k` faces most similar to `query` among those `keep` accepts, best first: one
+    /// index serving a subset (the gallery's named faces among every face). An approximate
+    /// index walks the graph through the faces it skips, so a search costs about the
+    /// inverse of the share kept.
+    fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &(dyn Fn(i64) -> bool + Sync),
+    ) -> Result<Vec<Neighbour>, IndexError>;
+
     /// Every face at least `min_similarity` alike to `query`, best first, at most `limit`
     /// of them (the `limit` most similar when more qualify).
     fn within(

@@ -6,10 +6,16 @@
 //! The gallery is built once from the database ([`Gallery::build`]) and can then be moved one
 //! face at a time ([`Gallery::upsert`], [`Gallery::reassign`], [`Gallery::remove`]), so an
 //! enrolment, a re-assignment or a delete costs one index entry, not a reload.
+//!
+//! In the service the gallery's faces are also in the face index (every stored face, for
+//! grouping and search by face). Once named faces are many and a large share of all faces,
+//! the gallery stops keeping vectors of its own and searches the face index for its members
+//! ([`Gallery::share`]): one graph in memory instead of two, and no graph of its own to
+//! build at start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use facewire_index::{Auto, AutoConfig, IndexError, VectorIndex};
 
@@ -83,13 +89,72 @@ struct Person {
     faces: usize,
 }
 
+/// From this many faces (the size at which the gallery's own index would become a graph),
+/// and when they are at least [`SHARED_FROM_SHARE`] of the face index, lookups search the
+/// face index for the gallery's faces instead of keeping a graph of their own.
+pub const SHARED_FROM_FACES: usize = 5_000;
+
+/// The share of the face index the gallery's faces must reach to be served from it: a
+/// search that skips the faces of nobody costs about the inverse of the share kept (four
+/// times an ordinary search at a quarter), while a graph of its own costs the gallery's
+/// share of the face index's memory.
+pub const SHARED_FROM_SHARE: f64 = 0.25;
+
+/// Where lookups find the gallery's vectors.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Its own index holds every gallery face.
+    #[default]
+    Own,
+    /// The face index holds them; its own index only the faces the face index does not
+    /// hold yet (or holds with another vector).
+    Shared,
+}
+
 /// Who each face belongs to.
 #[derive(Debug, Default)]
 struct People {
-    /// Face id → person id, for every face in the index.
+    /// Face id → person id, for every gallery face.
     face_person: HashMap<i64, i64>,
-    /// Person id → name and face count, for every person with a face in the index.
+    /// Person id → name and face count, for every person with a face in the gallery.
     persons: HashMap<i64, Person>,
+    /// Where lookups search.
+    serving: Serving,
+    /// While [`Serving::Shared`]: the gallery faces its own index holds.
+    pending: HashSet<i64>,
+    /// The keys of `face_person` as one bit per face id: what a search of the face index
+    /// asks of every face it passes, so it must cost next to nothing.
+    members: IdSet,
+}
+
+/// A set of non-negative ids as a bitmap (ids are database keys: dense, from 1).
+#[derive(Debug, Default)]
+struct IdSet(Vec<u64>);
+
+impl IdSet {
+    fn insert(&mut self, id: i64) {
+        let Ok(id) = usize::try_from(id) else { return };
+        let word = id / 64;
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (id % 64);
+    }
+
+    fn remove(&mut self, id: i64) {
+        let Ok(id) = usize::try_from(id) else { return };
+        if let Some(word) = self.0.get_mut(id / 64) {
+            *word &= !(1 << (id % 64));
+        }
+    }
+
+    fn contains(&self, id: i64) -> bool {
+        usize::try_from(id).is_ok_and(|id| {
+            self.0
+                .get(id / 64)
+                .is_some_and(|word| word & (1 << (id % 64)) != 0)
+        })
+    }
 }
 
 impl People {
@@ -99,6 +164,7 @@ impl People {
         if let Some(previous) = self.face_person.insert(face_id, person_id) {
             self.release(previous);
         }
+        self.members.insert(face_id);
         let person = self.persons.entry(person_id).or_insert_with(|| Person {
             name: String::new(),
             faces: 0,
@@ -113,6 +179,7 @@ impl People {
     fn unassign(&mut self, face_id: i64) -> bool {
         match self.face_person.remove(&face_id) {
             Some(person_id) => {
+                self.members.remove(face_id);
                 self.release(person_id);
                 true
             }
@@ -136,7 +203,11 @@ impl People {
 /// either before or after a concurrent change, never half of one: writers hold the people
 /// map's write lock while they touch the index, readers its read lock while they search.
 pub struct Gallery {
+    /// Every gallery face while [`Serving::Own`]; the pending ones while shared.
     index: Auto,
+    /// The face index, once the service has one ([`Gallery::share`]), and from how many
+    /// gallery faces on lookups may search it.
+    shared: OnceLock<(Arc<Auto>, usize)>,
     people: RwLock<People>,
     /// The storage version this gallery reflects.
     version: AtomicI64,
@@ -184,6 +255,7 @@ impl Gallery {
     fn empty(version: i64, config: AutoConfig) -> Self {
         Gallery {
             index: Auto::with_config(EMBEDDING_DIM, config),
+            shared: OnceLock::new(),
             people: RwLock::new(People::default()),
             version: AtomicI64::new(version),
         }
@@ -208,24 +280,166 @@ impl Gallery {
     }
 
     /// Adds `faces` in bulk (the index's parallel build); returns how many were skipped.
+    ///
+    /// With a face index to share, the faces it holds are only recorded (the gallery starts
+    /// out shared, and takes copies back if it ends up too small a share to search there).
     fn fill(&self, faces: impl IntoIterator<Item = GalleryFace>) -> usize {
         let mut skipped = 0;
+        let shared = self.face_index();
         let mut people = write(&self.people);
+        if shared.is_some() {
+            people.serving = Serving::Shared;
+        }
+        let mut pending = HashSet::new();
         // Streamed: the index reads its batches from this iterator, so a million faces
         // are never held twice.
         let entries = faces.into_iter().filter_map(|face| {
+            // Listed without an embedding: the face index's vector is the one (see
+            // [`Gallery::borrows`]).
+            let borrowed = face.embedding.is_empty()
+                && face.face_id >= 0
+                && shared.is_some_and(|s| s.contains(face.face_id));
+            if borrowed {
+                people.assign(face.face_id, face.person_id, &face.person);
+                return None;
+            }
             if face.face_id < 0 || !indexable(&face.embedding) {
                 skipped += 1;
                 return None;
             }
             people.assign(face.face_id, face.person_id, &face.person);
+            if let Some(shared) = shared {
+                if shared.holds(face.face_id, &face.embedding) {
+                    return None;
+                }
+                pending.insert(face.face_id);
+            }
             Some((face.face_id, face.embedding))
         });
         if let Err(e) = self.index.extend(entries) {
             // Only the native index failing (memory) gets here; what it holds is served.
             tracing::error!("gallery index build stopped early: {e}");
         }
+        people.pending = pending;
+        self.rebalance(&mut people);
         skipped
+    }
+
+    /// Whether the gallery would take `face_id`'s vector from the face index rather than
+    /// from its caller: while it is shared, or empty (the first load), and the face index
+    /// holds the face (and the gallery keeps no copy of its own of it). The roster reads no
+    /// embedding of such a face from the database, so a million named faces are not read
+    /// twice at start.
+    pub fn borrows(&self, face_id: i64) -> bool {
+        let Some(faces) = self.face_index() else {
+            return false;
+        };
+        let people = read(&self.people);
+        (people.serving == Serving::Shared || people.face_person.is_empty())
+            && !people.pending.contains(&face_id)
+            && faces.contains(face_id)
+    }
+
+    /// Serves lookups from `faces` (the face index, which holds every stored face) once
+    /// the gallery's faces are many enough and a large enough share of it
+    /// ([`SHARED_FROM_FACES`], [`SHARED_FROM_SHARE`]), and from its own index otherwise.
+    /// Called once, before the gallery is loaded (a later call is ignored).
+    pub fn share(&self, faces: Arc<Auto>) {
+        self.share_from(faces, SHARED_FROM_FACES);
+    }
+
+    /// [`Gallery::share`], served from the face index from `min_faces` gallery faces on
+    /// rather than [`SHARED_FROM_FACES`] (tests, benchmarks).
+    pub fn share_from(&self, faces: Arc<Auto>, min_faces: usize) {
+        if self.shared.set((faces, min_faces)).is_ok() {
+            self.rebalance(&mut write(&self.people));
+        }
+    }
+
+    /// The face index, once shared.
+    fn face_index(&self) -> Option<&Auto> {
+        self.shared.get().map(|(faces, _)| faces.as_ref())
+    }
+
+    /// How many faces' vectors the gallery keeps itself: all of them unless shared.
+    pub fn own_vectors(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Where lookups search now.
+    pub fn serving(&self) -> Serving {
+        read(&self.people).serving
+    }
+
+    /// The serving mode the gallery's size calls for, with a margin either way so that a
+    /// gallery near the line does not move its vectors back and forth.
+    fn due(&self, people: &People) -> Serving {
+        let Some((shared, min_faces)) = self.shared.get() else {
+            return Serving::Own;
+        };
+        let faces = people.face_person.len() as f64;
+        let all = shared.len().max(1) as f64;
+        match people.serving {
+            Serving::Own if faces >= *min_faces as f64 && faces >= SHARED_FROM_SHARE * all => {
+                Serving::Shared
+            }
+            Serving::Shared
+                if faces < (*min_faces / 2) as f64 || faces < SHARED_FROM_SHARE / 2.0 * all =>
+            {
+                Serving::Own
+            }
+            now => now,
+        }
+    }
+
+    /// Moves the vectors where [`Self::due`] says lookups should search: to shared, the
+    /// own copies the face index holds as well are dropped; to own, the face index's copies
+    /// of the gallery's faces are copied in (lookups wait meanwhile: a moment below the
+    /// sharing threshold, and it happens only when many named faces are named no more).
+    fn rebalance(&self, people: &mut People) {
+        let due = self.due(people);
+        let Some(shared) = self.face_index() else {
+            return;
+        };
+        match (people.serving, due) {
+            (Serving::Own, Serving::Shared) => {
+                let mut pending = HashSet::new();
+                for &id in people.face_person.keys() {
+                    match self.index.vector(id) {
+                        Some(v) if shared.holds(id, &v) => {
+                            let _ = self.index.remove(id);
+                        }
+                        Some(_) => {
+                            pending.insert(id);
+                        }
+                        None => {}
+                    }
+                }
+                tracing::info!(
+                    faces = people.face_person.len(),
+                    pending = pending.len(),
+                    "gallery served from the face index"
+                );
+                people.pending = pending;
+            }
+            (Serving::Shared, Serving::Own) => {
+                let copies = people
+                    .face_person
+                    .keys()
+                    .filter(|id| !people.pending.contains(id))
+                    .filter_map(|&id| Some((id, shared.vector(id)?)));
+                if let Err(e) = self.index.extend(copies) {
+                    tracing::error!("gallery index rebuild stopped early: {e}");
+                }
+                people.pending.clear();
+                tracing::info!(
+                    faces = people.face_person.len(),
+                    "gallery served from its own index"
+                );
+            }
+            _ => {}
+        }
+        people.serving = due;
     }
 
     /// Brings the gallery in step with `faces` — every gallery face the database holds, at
@@ -245,6 +459,7 @@ impl Gallery {
         }
         enum Change {
             Upsert(GalleryFace),
+            Borrow(GalleryFace),
             Reassign(GalleryFace),
             Remove(i64),
         }
@@ -262,10 +477,20 @@ impl Gallery {
                 }
                 listed.insert(face.face_id);
                 match people.face_person.get(&face.face_id) {
+                    // New, without an embedding: the face index's, when it holds the face.
+                    None if kept
+                        && people.serving == Serving::Shared
+                        && self.face_index().is_some_and(|f| f.contains(face.face_id)) =>
+                    {
+                        changes.push(Change::Borrow(face))
+                    }
                     // New, but without an embedding to index: nothing to add.
                     None if kept => report.skipped += 1,
                     None => changes.push(Change::Upsert(face)),
-                    Some(_) if !kept && self.embedding_changed(face.face_id, &face.embedding) => {
+                    Some(_)
+                        if !kept
+                            && self.embedding_changed(&people, face.face_id, &face.embedding) =>
+                    {
                         changes.push(Change::Upsert(face))
                     }
                     Some(&person_id) => {
@@ -300,6 +525,12 @@ impl Gallery {
                         }
                     }
                 }
+                Change::Borrow(face) => {
+                    let mut people = write(&self.people);
+                    people.assign(face.face_id, face.person_id, &face.person);
+                    self.rebalance(&mut people);
+                    report.added += 1;
+                }
                 Change::Reassign(face) => {
                     if self.reassign(face.face_id, face.person_id, &face.person) {
                         report.moved += 1;
@@ -317,8 +548,14 @@ impl Gallery {
 
     /// Whether `embedding` is not (up to the index's f16 rounding) the one stored for
     /// `face_id`.
-    fn embedding_changed(&self, face_id: i64, embedding: &[f32]) -> bool {
-        let Some(stored) = self.index.vector(face_id) else {
+    fn embedding_changed(&self, people: &People, face_id: i64, embedding: &[f32]) -> bool {
+        let stored = self.index.vector(face_id).or_else(|| {
+            let shared = self.face_index()?;
+            (people.serving == Serving::Shared)
+                .then(|| shared.vector(face_id))
+                .flatten()
+        });
+        let Some(stored) = stored else {
             return true;
         };
         let norm = embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -339,8 +576,22 @@ impl Gallery {
             return Err(IndexError::NotNormalisable);
         }
         let mut people = write(&self.people);
-        self.index.upsert(face.face_id, &face.embedding)?;
+        let shared = self
+            .face_index()
+            .filter(|_| people.serving == Serving::Shared);
+        match shared {
+            Some(shared) if shared.holds(face.face_id, &face.embedding) => {
+                self.index.remove(face.face_id)?;
+                people.pending.remove(&face.face_id);
+            }
+            Some(_) => {
+                self.index.upsert(face.face_id, &face.embedding)?;
+                people.pending.insert(face.face_id);
+            }
+            None => self.index.upsert(face.face_id, &face.embedding)?,
+        }
         people.assign(face.face_id, face.person_id, &face.person);
+        self.rebalance(&mut people);
         Ok(())
     }
 
@@ -358,8 +609,10 @@ impl Gallery {
     /// Removes a face; returns whether it was there.
     pub fn remove(&self, face_id: i64) -> Result<bool, IndexError> {
         let mut people = write(&self.people);
-        let removed = self.index.remove(face_id)?;
-        people.unassign(face_id);
+        self.index.remove(face_id)?;
+        people.pending.remove(&face_id);
+        let removed = people.unassign(face_id);
+        self.rebalance(&mut people);
         Ok(removed)
     }
 
@@ -386,17 +639,17 @@ impl Gallery {
 
     /// Whether face `face_id` is in the gallery.
     pub fn contains(&self, face_id: i64) -> bool {
-        self.index.contains(face_id)
+        read(&self.people).face_person.contains_key(&face_id)
     }
 
     /// Number of faces.
     pub fn len(&self) -> usize {
-        self.index.len()
+        read(&self.people).face_person.len()
     }
 
     /// Whether no face is enrolled.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
     /// Number of distinct people.
@@ -411,10 +664,14 @@ impl Gallery {
 
     /// Whether lookups are approximate (the HNSW graph) rather than exact.
     pub fn is_approximate(&self) -> bool {
-        self.index.is_approximate()
+        match (self.serving(), self.face_index()) {
+            (Serving::Shared, Some(shared)) => shared.is_approximate(),
+            _ => self.index.is_approximate(),
+        }
     }
 
-    /// Bytes held by the index's vectors (and, once approximate, its graph links).
+    /// Bytes held by the gallery's own index (vectors and, once approximate, graph links;
+    /// while shared, only the pending faces': the face index's are counted there).
     pub fn matrix_bytes(&self) -> usize {
         self.index.memory_bytes()
     }
@@ -437,6 +694,61 @@ impl Gallery {
         excluded: &[i64],
     ) -> Option<BestMatch> {
         let people = read(&self.people);
+        let own = self.own_best(&people, query, excluded);
+        let shared = match (people.serving, self.face_index()) {
+            (Serving::Shared, Some(shared)) => Self::shared_best(&people, shared, query, excluded),
+            _ => None,
+        };
+        match (own, shared) {
+            (Some(a), Some(b)) if b.similarity > a.similarity => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        }
+    }
+
+    /// The best face the face index holds for the gallery: one search that skips every
+    /// face but the gallery's (and the excluded people's, and those whose vector the
+    /// gallery holds itself).
+    fn shared_best(
+        people: &People,
+        shared: &Auto,
+        query: &[f32; EMBEDDING_DIM],
+        excluded: &[i64],
+    ) -> Option<BestMatch> {
+        // Asked of every face the search passes: the bitmap first, the maps only when
+        // there is something to exclude.
+        let keep = |id: i64| {
+            people.members.contains(id)
+                && (people.pending.is_empty() || !people.pending.contains(&id))
+                && (excluded.is_empty()
+                    || people
+                        .face_person
+                        .get(&id)
+                        .is_some_and(|person| !excluded.contains(person)))
+        };
+        let hit = match shared.search_where(query, 1, &keep) {
+            Ok(hits) => hits.into_iter().next()?,
+            Err(e) => {
+                tracing::debug!("gallery search refused the query: {e}");
+                return None;
+            }
+        };
+        let person_id = *people.face_person.get(&hit.id)?;
+        Some(BestMatch {
+            person: people.persons.get(&person_id)?.name.clone(),
+            person_id,
+            face_id: hit.id,
+            similarity: hit.similarity.clamp(-1.0, 1.0),
+        })
+    }
+
+    /// The best face of the gallery's own index.
+    fn own_best(
+        &self,
+        people: &People,
+        query: &[f32; EMBEDDING_DIM],
+        excluded: &[i64],
+    ) -> Option<BestMatch> {
         let total = self.index.len();
         if total == 0 {
             return None;
@@ -537,6 +849,161 @@ mod tests {
             })
             .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
             .map(|(id, _)| id)
+    }
+
+    /// A face index (approximate from 500 faces) holding every face of `all`.
+    fn face_index(all: &[GalleryFace]) -> Arc<Auto> {
+        let faces = Arc::new(Auto::with_config(EMBEDDING_DIM, config(500)));
+        faces
+            .extend(all.iter().map(|f| (f.face_id, f.embedding.clone())))
+            .unwrap();
+        faces
+    }
+
+    /// Lookups in `g`, whose own index holds the face index's (f16) copies of `kept`, find
+    /// the best of `kept` up to that rounding.
+    fn finds_the_best_of_copies(g: &Gallery, generator: &FaceGenerator, kept: &[GalleryFace]) {
+        let similarity = |id: i64, q: &[f32]| {
+            let face = kept.iter().find(|f| f.face_id == id).expect("one of kept");
+            facewire_index::dot(&face.embedding, q)
+        };
+        for q in 0..50 {
+            let query = generator.query(q);
+            let m = g.best_match(&array(&query)).unwrap();
+            let best = exact_best(kept, &query, &[]).unwrap();
+            assert!(similarity(m.face_id, &query) >= similarity(best, &query) - 1e-3);
+        }
+    }
+
+    #[test]
+    fn a_large_share_is_served_from_the_face_index_without_copies() {
+        let generator = FaceGenerator::new(Params::sface_like(400, 3));
+        let all = synthetic(&generator, 0..4_000);
+        // The first 3 000 faces are named: three quarters of the face index.
+        let named = &all[..3_000];
+        let faces = face_index(&all);
+        let g = Gallery::build_with(Vec::new(), 0, config(500)).0;
+        g.share_from(faces.clone(), 1_000);
+        g.sync(named.to_vec(), 1);
+        assert_eq!(g.serving(), Serving::Shared);
+        assert_eq!(g.len(), 3_000);
+        assert_eq!(g.own_vectors(), 0, "no vector of its own");
+        assert!(g.is_approximate());
+        let (mut agree, queries) = (0, 300);
+        for q in 0..queries {
+            let query = generator.query(q);
+            let m = g.best_match(&array(&query)).unwrap();
+            assert!(m.face_id < 3_000, "face {} is nobody's", m.face_id);
+            agree += usize::from(Some(m.face_id) == exact_best(named, &query, &[]));
+            // Excluding the best face's person finds someone else.
+            let other = g
+                .best_match_excluding(&array(&query), &[m.person_id])
+                .unwrap();
+            assert_ne!(other.person_id, m.person_id);
+            assert!(other.face_id < 3_000);
+        }
+        assert!(agree >= queries * 97 / 100, "recall@1 {agree}/{queries}");
+    }
+
+    #[test]
+    fn a_face_the_face_index_lacks_is_kept_until_it_has_it() {
+        let generator = FaceGenerator::new(Params::sface_like(200, 5));
+        let all = synthetic(&generator, 0..2_000);
+        let faces = face_index(&all);
+        let g = Gallery::default();
+        g.share_from(faces.clone(), 500);
+        g.sync(all.to_vec(), 1);
+        assert_eq!(g.serving(), Serving::Shared);
+        // Enrolled before the face index followed the database: kept by the gallery.
+        let new = face(9_000, "newcomer", axis(3, 1.0));
+        g.upsert(&new).unwrap();
+        assert_eq!(g.own_vectors(), 1);
+        assert_eq!(g.best_match(&array(&axis(3, 1.0))).unwrap().face_id, 9_000);
+        // Detected again with another vector: the gallery's own copy wins.
+        let moved = face(9_000, "newcomer", axis(5, 1.0));
+        faces.upsert(9_000, &axis(3, 1.0)).unwrap();
+        g.upsert(&moved).unwrap();
+        assert_eq!(g.best_match(&array(&axis(5, 1.0))).unwrap().face_id, 9_000);
+        let old = g.best_match(&array(&axis(3, 1.0))).unwrap();
+        assert!(
+            old.face_id != 9_000 || old.similarity < 0.5,
+            "stale vector used"
+        );
+        // Once the face index holds it as the gallery has it, the copy goes.
+        faces.upsert(9_000, &axis(5, 1.0)).unwrap();
+        g.upsert(&moved).unwrap();
+        assert_eq!(g.own_vectors(), 0);
+        assert_eq!(g.best_match(&array(&axis(5, 1.0))).unwrap().face_id, 9_000);
+    }
+
+    #[test]
+    fn a_gallery_that_shrinks_takes_its_vectors_back() {
+        let generator = FaceGenerator::new(Params::sface_like(200, 7));
+        let all = synthetic(&generator, 0..2_000);
+        let faces = face_index(&all);
+        let g = Gallery::default();
+        g.share_from(faces, 400);
+        g.sync(all.to_vec(), 1);
+        assert_eq!(g.serving(), Serving::Shared);
+        // Named no more: down to 150 faces, under half of the sharing threshold.
+        let kept = &all[..150];
+        g.sync(kept.to_vec(), 2);
+        assert_eq!(g.serving(), Serving::Own);
+        assert_eq!(g.len(), 150);
+        assert_eq!(g.own_vectors(), 150);
+        finds_the_best_of_copies(&g, &generator, kept);
+    }
+
+    #[test]
+    fn faces_listed_without_embedding_take_the_face_index_vector() {
+        let generator = FaceGenerator::new(Params::sface_like(200, 13));
+        let all = synthetic(&generator, 0..2_000);
+        let bare = |faces: &[GalleryFace]| -> Vec<GalleryFace> {
+            faces
+                .iter()
+                .map(|f| GalleryFace {
+                    embedding: Vec::new(),
+                    ..f.clone()
+                })
+                .collect()
+        };
+        // A large share: served from the face index, nothing read, nothing copied.
+        let g = Gallery::default();
+        g.share_from(face_index(&all), 500);
+        assert!(g.borrows(7));
+        assert!(!g.borrows(5_000), "the face index lacks it");
+        assert_eq!(g.sync(bare(&all), 1).skipped, 0);
+        assert_eq!(
+            (g.serving(), g.len(), g.own_vectors()),
+            (Serving::Shared, 2_000, 0)
+        );
+        // A small share: the face index's vectors copied into the gallery's own index.
+        let few = &all[..150];
+        let g = Gallery::default();
+        g.share_from(face_index(&all), 500);
+        g.sync(bare(few), 1);
+        assert_eq!(
+            (g.serving(), g.len(), g.own_vectors()),
+            (Serving::Own, 150, 150)
+        );
+        assert!(
+            !g.borrows(7),
+            "its own index serves now: embeddings are read"
+        );
+        finds_the_best_of_copies(&g, &generator, few);
+    }
+
+    #[test]
+    fn a_small_share_keeps_its_own_index() {
+        let generator = FaceGenerator::new(Params::sface_like(200, 9));
+        let all = synthetic(&generator, 0..2_000);
+        let g = Gallery::default();
+        g.share_from(face_index(&all), 100);
+        // 200 named faces: a tenth of the face index.
+        g.sync(all[..200].to_vec(), 1);
+        assert_eq!(g.serving(), Serving::Own);
+        assert_eq!(g.own_vectors(), 200);
+        assert_eq!(g.len(), 200);
     }
 
     #[test]

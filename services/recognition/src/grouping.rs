@@ -149,7 +149,7 @@ pub struct FaceMeta {
 
 /// Every stored face's embedding, following the database.
 pub struct FaceIndex {
-    vectors: Auto,
+    vectors: Arc<Auto>,
     meta: RwLock<HashMap<i64, FaceMeta>>,
     cursor: RwLock<(i64, i64)>,
     config: GroupingConfig,
@@ -260,7 +260,7 @@ impl FaceIndex {
 
     fn with_vectors(config: GroupingConfig, vectors: Auto) -> Self {
         Self {
-            vectors,
+            vectors: Arc::new(vectors),
             meta: RwLock::new(HashMap::new()),
             cursor: RwLock::new((0, 0)),
             config,
@@ -418,6 +418,11 @@ impl FaceIndex {
             let _ = self.vectors.remove(*id);
         }
         Ok(gone.len())
+    }
+
+    /// The vectors, for the gallery to search its faces among ([`crate::Gallery::share`]).
+    pub fn vectors(&self) -> Arc<Auto> {
+        self.vectors.clone()
     }
 
     /// Faces in the index.

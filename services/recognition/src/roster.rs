@@ -162,7 +162,8 @@ impl Roster {
         let wanted: Vec<i64> = members
             .iter()
             .filter(|m| {
-                !gallery.contains(m.face_id) || read_at.get(&m.face_id) != Some(&m.updated_at)
+                (!gallery.contains(m.face_id) || read_at.get(&m.face_id) != Some(&m.updated_at))
+                    && !gallery.borrows(m.face_id)
             })
             .map(|m| m.face_id)
             .collect();

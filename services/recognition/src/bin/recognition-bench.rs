@@ -19,7 +19,7 @@ use std::{
 use clap::Parser;
 use facewire_index::{
     synthetic::{FaceGenerator, Params},
-    AutoConfig,
+    AutoConfig, VectorIndex,
 };
 use facewire_recognition::{
     evaluation, EngineKind, Gallery, GalleryFace, Recognizer, RecognizerOptions,
@@ -59,6 +59,12 @@ struct Args {
     /// The scaling part's HNSW candidates per search (`ef`; default: the index's).
     #[arg(long)]
     expansion_search: Option<usize>,
+    /// Build the scaling part's gallery as a replica holds it: every face in the face
+    /// index, this share of them named (people picked whole), the gallery searching the
+    /// face index for its faces once they are a large enough share of it
+    /// (`Gallery::share`). Without it the gallery is built on its own.
+    #[arg(long)]
+    scaling_named_share: Option<f64>,
     /// Face counts the grouping part groups from scratch, one face at a time.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
     grouping_sizes: Vec<usize>,
@@ -634,30 +640,94 @@ fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result
         let mut untimed = Duration::ZERO;
         eprintln!("scaling: building {n} faces ...");
         let start = Instant::now();
-        let (gallery, skipped) = Gallery::build_with(
-            (0..n).map(|i| {
-                let t = Instant::now();
-                let face = GalleryFace::synthetic(&generator, i);
-                for (best, query) in exact.iter_mut().zip(&queries) {
-                    let s = facewire_index::dot(&face.embedding, query);
-                    if s > best.1 {
-                        *best = (face.face_id, s);
+        let stride = args
+            .scaling_named_share
+            .map_or(1, |share| (1.0 / share).round().max(1.0) as usize);
+        let named = |i: usize| generator.identity_of(i).is_multiple_of(stride);
+        let mut face_index = None;
+        let (gallery, skipped) = match args.scaling_named_share {
+            None => Gallery::build_with(
+                (0..n).map(|i| {
+                    let t = Instant::now();
+                    let face = GalleryFace::synthetic(&generator, i);
+                    for (best, query) in exact.iter_mut().zip(&queries) {
+                        let s = facewire_index::dot(&face.embedding, query);
+                        if s > best.1 {
+                            *best = (face.face_id, s);
+                        }
+                    }
+                    untimed += t.elapsed();
+                    face
+                }),
+                1,
+                config.clone(),
+            ),
+            Some(_) => {
+                // The face index first (the service loads it, or its snapshot, first):
+                // every face's vector and what grouping knows of it, a page at a time.
+                let faces = facewire_recognition::grouping::FaceIndex::with_index(
+                    facewire_recognition::grouping::GroupingConfig::default(),
+                    config.clone(),
+                );
+                let mut page = Vec::with_capacity(10_000);
+                for i in 0..n {
+                    let t = Instant::now();
+                    let face = GalleryFace::synthetic(&generator, i);
+                    if named(i) {
+                        for (best, query) in exact.iter_mut().zip(&queries) {
+                            let s = facewire_index::dot(&face.embedding, query);
+                            if s > best.1 {
+                                *best = (face.face_id, s);
+                            }
+                        }
+                    }
+                    let mut indexed = grouping_face(
+                        face.face_id,
+                        named(i).then_some(face.person_id),
+                        face.embedding,
+                    );
+                    indexed.assigned = indexed
+                        .person_id
+                        .map(|_| facewire_storage::Assigned::Manual);
+                    page.push(indexed);
+                    untimed += t.elapsed();
+                    if page.len() == 10_000 || i + 1 == n {
+                        faces.apply_page(std::mem::take(&mut page));
                     }
                 }
-                untimed += t.elapsed();
-                face
-            }),
-            1,
-            config.clone(),
-        );
+                let loaded = Instant::now();
+                let gallery = Gallery::build_with(Vec::new(), 1, config.clone()).0;
+                gallery.share(faces.vectors());
+                let report = gallery.sync(
+                    (0..n)
+                        .filter(|&i| named(i))
+                        .map(|i| GalleryFace::synthetic(&generator, i)),
+                    1,
+                );
+                eprintln!(
+                    "scaling: gallery of {} named faces loaded in {:.1} s (making them included), serving {:?}, {} vectors of its own",
+                    gallery.len(),
+                    loaded.elapsed().as_secs_f64(),
+                    gallery.serving(),
+                    gallery.own_vectors()
+                );
+                face_index = Some(faces);
+                (gallery, report.skipped)
+            }
+        };
         let build = start.elapsed().saturating_sub(untimed);
+        let members = (0..n).filter(|&i| named(i)).count();
         // The generator's identity table (51 MiB at 100 000 people) is not recognition's.
         drop(generator);
         anyhow::ensure!(
-            skipped == 0 && gallery.len() == n,
+            skipped == 0 && gallery.len() == members,
             "synthetic gallery incomplete"
         );
-        let index_mib = gallery.matrix_bytes() as f64 / (1024.0 * 1024.0);
+        let index_mib = (gallery.matrix_bytes()
+            + face_index
+                .as_ref()
+                .map_or(0, |f| f.vectors().memory_bytes())) as f64
+            / (1024.0 * 1024.0);
         let approximate = gallery.is_approximate();
         recognizer.set_gallery(gallery);
         let gallery = recognizer.gallery();
@@ -679,7 +749,29 @@ fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result
             }
         }
         lookups.sort();
+        if let Some(faces) = &face_index {
+            // The same graph searched for every face, not only the gallery's: what the
+            // filter costs.
+            let vectors = faces.vectors();
+            let mut plain: Vec<Duration> = queries
+                .iter()
+                .map(|query| {
+                    let start = Instant::now();
+                    std::hint::black_box(vectors.search(std::hint::black_box(query), 1).ok());
+                    start.elapsed()
+                })
+                .collect();
+            plain.sort();
+            eprintln!(
+                "scaling: {n} faces: the face index searched unfiltered: p50 {:.1} µs, p99 {:.1} µs (the gallery's search: p50 {:.1} µs)",
+                percentile(&plain, 0.5) * 1000.0,
+                percentile(&plain, 0.99) * 1000.0,
+                percentile(&lookups, 0.5) * 1000.0,
+            );
+        }
         drop(gallery);
+        // Kept until the image is timed and RSS read: a replica holds it.
+        let _face_index = face_index;
         let times = time_recognize(recognizer, image, args.iterations)?;
         let full_p50_ms = percentile(&times, 0.5);
         let row = ScalingRow {
