@@ -373,6 +373,31 @@ def test_image_volume_is_shared_by_receiver_processor_and_recognition() -> None:
                 assert "images" not in vols, svc
 
 
+def test_face_index_snapshot_gets_a_volume_and_the_setting_on_recognition_only() -> None:
+    path = "/var/lib/facewire/face-index/face-index.usearch"
+    for values, want in [
+        ({}, None),
+        ({"recognition": {"faceIndexSnapshot": {"enabled": True}}}, {"emptyDir": {"sizeLimit": "2Gi"}}),
+        ({"recognition": {"faceIndexSnapshot": {"enabled": True, "existingClaim": "faces"}}},
+         {"persistentVolumeClaim": {"claimName": "faces"}}),
+    ]:
+        objects = render(values)
+        for svc in SERVICES:
+            pod = deployment(objects, svc)["spec"]["template"]["spec"]
+            vols = {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in pod["volumes"]}
+            mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+            env = env_of(objects, svc)
+            if svc == "recognition" and want is not None:
+                assert vols["face-index"] == want
+                assert mounts["face-index"] == "/var/lib/facewire/face-index"
+                assert env["FACEWIRE_FACE_INDEX_SNAPSHOT"] == path
+            else:
+                assert "face-index" not in vols, svc
+                assert "FACEWIRE_FACE_INDEX_SNAPSHOT" not in env, svc
+        for obj in objects:
+            kube_validate(obj)
+
+
 def test_image_tag_defaults_to_app_version_and_can_be_set_per_service() -> None:
     with helm.Chart.load(__import__("chartlib").CHART) as chart:
         app_version = chart.metadata["appVersion"]

@@ -17,6 +17,10 @@ binary with its own subcommand, except the receiver, which runs the lean
 {{- $grpc := not (has $component (list "frontend" "reconciler")) }}
 {{- $readyz := ne $component "reconciler" }}
 {{- $images := has $component (list "receiver" "processor" "recognition") }}
+{{- $snapshot := dict }}
+{{- if eq $component "recognition" }}
+{{- $snapshot = $svc.faceIndexSnapshot | default dict }}
+{{- end }}
 {{- $ctx := dict "root" $root "component" $component }}
 apiVersion: apps/v1
 kind: Deployment
@@ -89,8 +93,12 @@ spec:
                 name: {{ include "facewire.fullname" $root }}
             - secretRef:
                 name: {{ include "facewire.secretName" $root }}
-          {{- if or $root.Values.auth.enabled $svc.extraEnv }}
+          {{- if or $root.Values.auth.enabled $svc.extraEnv $snapshot.enabled }}
           env:
+            {{- if $snapshot.enabled }}
+            - name: FACEWIRE_FACE_INDEX_SNAPSHOT
+              value: {{ printf "%s/face-index.usearch" (trimSuffix "/" $snapshot.mountPath) | quote }}
+            {{- end }}
             {{- if $root.Values.auth.enabled }}
             - name: FACEWIRE_AUTH_TOKEN
               valueFrom:
@@ -147,6 +155,10 @@ spec:
               mountPath: /tmp
             - name: data
               mountPath: {{ $root.Values.config.dataDir }}
+            {{- if $snapshot.enabled }}
+            - name: face-index
+              mountPath: {{ $snapshot.mountPath }}
+            {{- end }}
             {{- if $images }}
             - name: images
               mountPath: {{ $root.Values.images.mountPath }}
@@ -164,6 +176,16 @@ spec:
         - name: data
           emptyDir:
             sizeLimit: 1Gi
+        {{- if $snapshot.enabled }}
+        - name: face-index
+          {{- if $snapshot.existingClaim }}
+          persistentVolumeClaim:
+            claimName: {{ $snapshot.existingClaim }}
+          {{- else }}
+          emptyDir:
+            sizeLimit: {{ $snapshot.sizeLimit }}
+          {{- end }}
+        {{- end }}
         {{- if $images }}
         - name: images
           {{- if $root.Values.images.existingClaim }}

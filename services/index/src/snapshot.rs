@@ -35,9 +35,18 @@ pub(crate) fn ids_path(path: &Path) -> PathBuf {
     suffixed(path, ".ids")
 }
 
-/// A temporary name beside `path`, this process's own.
+/// A temporary name beside `path`, this save's own: replicas sharing a volume (where each
+/// container's process is often pid 1) never write the same temporary file.
 pub(crate) fn temporary(path: &Path) -> PathBuf {
-    suffixed(path, &format!(".tmp-{}", std::process::id()))
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let save = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    suffixed(
+        path,
+        &format!(".tmp-{}-{nanos:x}-{save}", std::process::id()),
+    )
 }
 
 /// usearch takes paths as UTF-8 strings.
@@ -124,6 +133,17 @@ mod tests {
     use super::*;
     use crate::synthetic::{FaceGenerator, Params};
     use crate::{Auto, AutoConfig, HnswConfig, VectorIndex};
+
+    #[test]
+    fn every_save_writes_under_a_temporary_name_of_its_own() {
+        let path = Path::new("/data/face-index.usearch");
+        let (a, b) = (temporary(path), temporary(path));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), path.parent());
+        assert!(a
+            .to_string_lossy()
+            .starts_with("/data/face-index.usearch.tmp-"));
+    }
 
     fn config(connectivity: usize) -> AutoConfig {
         AutoConfig {
