@@ -549,25 +549,16 @@ impl Gallery {
     /// Whether `embedding` is not (up to the index's f16 rounding) the one stored for
     /// `face_id`.
     fn embedding_changed(&self, people: &People, face_id: i64, embedding: &[f32]) -> bool {
-        let stored = self.index.vector(face_id).or_else(|| {
-            let shared = self.face_index()?;
-            (people.serving == Serving::Shared)
-                .then(|| shared.vector(face_id))
-                .flatten()
-        });
-        let Some(stored) = stored else {
-            return true;
+        // The gallery's own copy decides when it has one (a pending face while shared).
+        let held = if self.index.contains(face_id) {
+            self.index.holds(face_id, embedding)
+        } else {
+            people.serving == Serving::Shared
+                && self
+                    .face_index()
+                    .is_some_and(|faces| faces.holds(face_id, embedding))
         };
-        let norm = embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let cosine: f32 = stored
-            .iter()
-            .zip(embedding)
-            .map(|(a, b)| a * b)
-            .sum::<f32>()
-            / norm;
-        // f16 storage moves a unit vector's cosine with itself by ~1e-6; a new photo or
-        // model changes it by far more than 1e-4.
-        cosine < 1.0 - 1e-4
+        !held
     }
 
     /// Adds a face, or replaces its embedding and person: one index entry moves.

@@ -637,6 +637,14 @@ fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result
             .collect();
         // Brute force's best face for the recall queries, found while the faces stream by.
         let mut exact = vec![(-1i64, f32::NEG_INFINITY); RECALL_QUERIES];
+        let mut note_best = |face: &GalleryFace| {
+            for (best, query) in exact.iter_mut().zip(&queries) {
+                let s = facewire_index::dot(&face.embedding, query);
+                if s > best.1 {
+                    *best = (face.face_id, s);
+                }
+            }
+        };
         let mut untimed = Duration::ZERO;
         eprintln!("scaling: building {n} faces ...");
         let start = Instant::now();
@@ -650,12 +658,7 @@ fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result
                 (0..n).map(|i| {
                     let t = Instant::now();
                     let face = GalleryFace::synthetic(&generator, i);
-                    for (best, query) in exact.iter_mut().zip(&queries) {
-                        let s = facewire_index::dot(&face.embedding, query);
-                        if s > best.1 {
-                            *best = (face.face_id, s);
-                        }
-                    }
+                    note_best(&face);
                     untimed += t.elapsed();
                     face
                 }),
@@ -674,12 +677,7 @@ fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result
                     let t = Instant::now();
                     let face = GalleryFace::synthetic(&generator, i);
                     if named(i) {
-                        for (best, query) in exact.iter_mut().zip(&queries) {
-                            let s = facewire_index::dot(&face.embedding, query);
-                            if s > best.1 {
-                                *best = (face.face_id, s);
-                            }
-                        }
+                        note_best(&face);
                     }
                     let mut indexed = grouping_face(
                         face.face_id,
