@@ -76,6 +76,15 @@ impl Auto {
         }
     }
 
+    /// [`Self::vector`] written into `out` (`dimensions` long) instead of a new vector:
+    /// false, and `out` untouched, when `id` is not held.
+    pub fn read_vector(&self, id: i64, out: &mut [f32]) -> bool {
+        match &*crate::read(&self.backend) {
+            Backend::Exact(s) => s.read_vector(id, out),
+            Backend::Hnsw(s) => s.read_vector(id, out),
+        }
+    }
+
     /// Bytes held by the vectors (and, when approximate, the graph's links): the index's
     /// share of resident memory, without the id maps.
     pub fn memory_bytes(&self) -> usize {

@@ -61,6 +61,18 @@ impl ExactStore {
         Some(self.rows[slot * d..(slot + 1) * d].to_vec())
     }
 
+    /// [`Self::vector`] into `out`; false when `id` is not held.
+    pub fn read_vector(&self, id: i64, out: &mut [f32]) -> bool {
+        let d = self.dimensions;
+        match self.slots.get(&id) {
+            Some(&slot) => {
+                out.copy_from_slice(&self.rows[slot * d..(slot + 1) * d]);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stores an already unit-length vector.
     pub fn upsert_unit(&mut self, id: i64, unit: &[f32]) {
         debug_assert_eq!(unit.len(), self.dimensions);

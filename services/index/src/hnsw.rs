@@ -327,12 +327,13 @@ impl HnswStore {
 
     /// The stored vector of `id` (as the index keeps it: quantised when it is).
     pub fn vector(&self, id: i64) -> Option<Vec<f32>> {
-        if !self.ids.contains(&id) {
-            return None;
-        }
         let mut vector = vec![0.0f32; self.dimensions];
-        self.index.get(key(id), &mut vector).ok()?;
-        Some(vector)
+        self.read_vector(id, &mut vector).then_some(vector)
+    }
+
+    /// [`Self::vector`] into `out`; false when `id` is not held.
+    pub fn read_vector(&self, id: i64, out: &mut [f32]) -> bool {
+        self.ids.contains(&id) && matches!(self.index.get(key(id), out), Ok(found) if found > 0)
     }
 
     /// Writes the graph to `path` and its ids to [`crate::snapshot::ids_path`], each

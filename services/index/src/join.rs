@@ -23,6 +23,10 @@
 //! cell unless both fall near a boundary, which `probes` makes rare (the measured recall
 //! is in the README). Small sets are compared pair by pair, exactly. Every pair kept was
 //! compared exactly, so the join never invents a neighbour; it can only miss one.
+//!
+//! Rows are read a row at a time through [`Rows`]: from one slice ([`Dense`]) or from the
+//! index itself ([`Stored`]), so a service grouping a million faces holds no second copy
+//! of their vectors while it does.
 
 use crate::{kernel, Neighbour};
 
@@ -64,26 +68,98 @@ impl Default for JoinConfig {
     }
 }
 
-/// For each of the `n = vectors.len() / dimensions` unit vectors (row `i` is `ids[i]`), the
-/// others at `min_similarity` or more, best first (ties by lower id), at most `limit`.
-/// Rows must be unit length (as the index stores them).
-pub fn neighbours_within(
-    ids: &[i64],
-    vectors: &[f32],
+/// Where the join reads its rows. Every row is read several times (once per cell it falls
+/// in, once per comparison while refining), so reading one must be cheap; it need not be
+/// a copy of the whole set ([`Stored`] reads the index's own vectors).
+pub trait Rows: Sync {
+    /// Values per row.
+    fn dimensions(&self) -> usize;
+    /// Writes row `i` (unit length) into `out`, or zeros when it is gone (a face deleted
+    /// meanwhile is nobody's neighbour).
+    fn read(&self, i: usize, out: &mut [f32]);
+}
+
+/// Rows side by side in one slice (row `i` at `i * dimensions`).
+#[derive(Debug, Clone, Copy)]
+pub struct Dense<'a> {
+    vectors: &'a [f32],
     dimensions: usize,
+}
+
+impl<'a> Dense<'a> {
+    pub fn new(vectors: &'a [f32], dimensions: usize) -> Self {
+        assert!(dimensions > 0 && vectors.len().is_multiple_of(dimensions));
+        Dense {
+            vectors,
+            dimensions,
+        }
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.vectors.len() / self.dimensions
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.vectors.is_empty()
+    }
+}
+
+impl Rows for Dense<'_> {
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    fn read(&self, i: usize, out: &mut [f32]) {
+        out.copy_from_slice(&self.vectors[i * self.dimensions..(i + 1) * self.dimensions]);
+    }
+}
+
+/// The faces `ids` as an index stores them, read in place: a join over a million faces
+/// needs no copy of their vectors (512 MiB as f32) beside the index.
+#[derive(Clone, Copy)]
+pub struct Stored<'a> {
+    index: &'a crate::Auto,
+    ids: &'a [i64],
+}
+
+impl<'a> Stored<'a> {
+    /// Row `i` is `ids[i]`.
+    pub fn new(index: &'a crate::Auto, ids: &'a [i64]) -> Self {
+        Stored { index, ids }
+    }
+}
+
+impl Rows for Stored<'_> {
+    fn dimensions(&self) -> usize {
+        crate::VectorIndex::dimensions(self.index)
+    }
+
+    fn read(&self, i: usize, out: &mut [f32]) {
+        if !self.index.read_vector(self.ids[i], out) {
+            out.fill(0.0);
+        }
+    }
+}
+
+/// For each of the `n = ids.len()` unit vectors in `rows` (row `i` is `ids[i]`), the
+/// others at `min_similarity` or more, best first (ties by lower id), at most `limit`.
+pub fn neighbours_within<R: Rows + ?Sized>(
+    ids: &[i64],
+    rows: &R,
     min_similarity: f32,
     limit: usize,
     config: &JoinConfig,
 ) -> Vec<Vec<Neighbour>> {
     let n = ids.len();
-    assert_eq!(vectors.len(), n * dimensions, "one row per id");
     let sets = if n < config.exact_below {
         1
     } else {
         config.pivot_sets.max(1)
     };
     let found: Vec<(u32, u32, f32)> = (0..sets)
-        .flat_map(|set| cell_pairs(vectors, dimensions, min_similarity, config, set, sets))
+        .flat_map(|set| cell_pairs(rows, n, min_similarity, config, set, sets))
         .collect();
     let threads = config.threads.max(1);
 
@@ -104,14 +180,7 @@ pub fn neighbours_within(
     };
     add(&mut local, found);
     for _ in 0..config.refine_rounds {
-        let more = two_hop_pairs(
-            &local,
-            vectors,
-            dimensions,
-            min_similarity,
-            config.refine_fanout,
-            threads,
-        );
+        let more = two_hop_pairs(&local, rows, min_similarity, config.refine_fanout, threads);
         if more.is_empty() {
             break;
         }
@@ -134,16 +203,15 @@ pub fn neighbours_within(
 }
 
 /// The close pairs one set of cells finds (set `set` of `sets`; see the module docs).
-fn cell_pairs(
-    vectors: &[f32],
-    dimensions: usize,
+fn cell_pairs<R: Rows + ?Sized>(
+    rows: &R,
+    n: usize,
     min_similarity: f32,
     config: &JoinConfig,
     set: usize,
     sets: usize,
 ) -> Vec<(u32, u32, f32)> {
-    let n = vectors.len() / dimensions;
-    let row = |i: usize| &vectors[i * dimensions..(i + 1) * dimensions];
+    let dimensions = rows.dimensions();
     let threads = config.threads.max(1);
 
     // Cells: every vector in the cells of its `probes` most similar pivots; small sets are
@@ -156,21 +224,17 @@ fn cell_pairs(
         // Evenly spaced rows; each further set starts a fraction of a step later.
         let step = n as f64 / cells as f64;
         let offset = step * set as f64 / sets as f64;
-        let mut pivots = Vec::with_capacity(cells * dimensions);
-        for c in 0..cells {
-            pivots.extend_from_slice(row(((c as f64 * step + offset) as usize).min(n - 1)));
+        let mut pivots = vec![0.0; cells * dimensions];
+        for (c, pivot) in pivots.chunks_exact_mut(dimensions).enumerate() {
+            rows.read(((c as f64 * step + offset) as usize).min(n - 1), pivot);
         }
         let cells_of: Vec<Vec<u32>> =
-            crate::parallel_map(n, threads, |i, scores: &mut Vec<f32>| {
+            crate::parallel_map(n, threads, |i, (scores, row, order): &mut CellScratch| {
                 scores.resize(cells, 0.0);
-                kernel::dots(&pivots, dimensions, row(i), scores);
-                let mut order: Vec<u32> = (0..cells as u32).collect();
-                order.select_nth_unstable_by(probes - 1, |a, b| {
-                    scores[*b as usize].total_cmp(&scores[*a as usize])
-                });
-                order.truncate(probes);
-                order.sort_unstable();
-                order
+                row.resize(dimensions, 0.0);
+                rows.read(i, row);
+                kernel::dots(&pivots, dimensions, row, scores);
+                nearest_cells(scores, probes, order)
             });
         let mut members = vec![Vec::new(); cells];
         for (i, cs) in cells_of.iter().enumerate() {
@@ -199,14 +263,15 @@ fn cell_pairs(
                                 break pairs;
                             };
                             let items = &members[cell];
-                            block.clear();
-                            for &i in items {
-                                block.extend_from_slice(row(i as usize));
+                            block.resize(items.len() * dimensions, 0.0);
+                            for (&i, out) in items.iter().zip(block.chunks_exact_mut(dimensions)) {
+                                rows.read(i as usize, out);
                             }
                             for (a, &i) in items.iter().enumerate() {
-                                let rest = &block[(a + 1) * dimensions..];
+                                let (head, rest) = block.split_at((a + 1) * dimensions);
+                                let query = &head[a * dimensions..];
                                 scores.resize(items.len() - a - 1, 0.0);
-                                kernel::dots(rest, dimensions, row(i as usize), &mut scores);
+                                kernel::dots(rest, dimensions, query, &mut scores);
                                 for (b, &s) in scores.iter().enumerate() {
                                     if s < min_similarity {
                                         continue;
@@ -243,19 +308,18 @@ fn cell_pairs(
 /// best neighbours of its `fanout` best neighbours that is not yet its neighbour,
 /// compared exactly. Faces of one person are close to one another, so a pair the cells
 /// missed is usually two hops apart; each pair is found once, from its lower row.
-fn two_hop_pairs(
+fn two_hop_pairs<R: Rows + ?Sized>(
     local: &[Vec<(u32, f32)>],
-    vectors: &[f32],
-    dimensions: usize,
+    rows: &R,
     min_similarity: f32,
     fanout: usize,
     threads: usize,
 ) -> Vec<(u32, u32, f32)> {
-    let row = |i: usize| &vectors[i * dimensions..(i + 1) * dimensions];
+    let dimensions = rows.dimensions();
     let found = crate::parallel_map(
         local.len(),
         threads,
-        |i, (known, candidates): &mut (Vec<u32>, Vec<u32>)| {
+        |i, (known, candidates, block, scores): &mut Scratch| {
             known.clear();
             known.extend(local[i].iter().map(|&(j, _)| j));
             known.sort_unstable();
@@ -269,17 +333,47 @@ fn two_hop_pairs(
             }
             candidates.sort_unstable();
             candidates.dedup();
+            // Row i first, then the candidates', compared in one pass.
+            block.resize((candidates.len() + 1) * dimensions, 0.0);
+            let (query, rest) = block.split_at_mut(dimensions);
+            rows.read(i, query);
+            for (&k, out) in candidates.iter().zip(rest.chunks_exact_mut(dimensions)) {
+                rows.read(k as usize, out);
+            }
+            scores.resize(candidates.len(), 0.0);
+            kernel::dots(rest, dimensions, query, scores);
             candidates
                 .iter()
-                .filter_map(|&k| {
-                    let s = kernel::dot(row(i), row(k as usize));
-                    (s >= min_similarity).then_some((i as u32, k, s))
-                })
+                .zip(scores.iter())
+                .filter(|&(_, &s)| s >= min_similarity)
+                .map(|(&k, &s)| (i as u32, k, s))
                 .collect::<Vec<_>>()
         },
     );
     found.into_iter().flatten().collect()
 }
+
+/// The `probes` cells of the highest `scores`, in cell order, in a list of its own that
+/// holds just them: `order` (every cell's rank) is scratch. One is kept per face for the
+/// whole join; keeping the ranking instead held 16 KiB a face, 16 GiB at a million faces.
+fn nearest_cells(scores: &[f32], probes: usize, order: &mut Vec<u32>) -> Vec<u32> {
+    order.clear();
+    order.extend(0..scores.len() as u32);
+    order.select_nth_unstable_by(probes - 1, |a, b| {
+        scores[*b as usize].total_cmp(&scores[*a as usize])
+    });
+    let mut nearest = order[..probes].to_vec();
+    nearest.sort_unstable();
+    nearest
+}
+
+/// A cell-assigning worker's buffers: a row's similarity to every pivot, the row, and the
+/// pivots' ranking.
+type CellScratch = (Vec<f32>, Vec<f32>, Vec<u32>);
+
+/// A refinement worker's buffers: a row's known neighbours, its candidates, their rows
+/// and their similarities.
+type Scratch = (Vec<u32>, Vec<u32>, Vec<f32>, Vec<f32>);
 
 /// The smallest cell in both sorted lists.
 fn first_shared(a: &[u32], b: &[u32]) -> Option<u32> {
@@ -327,12 +421,46 @@ mod tests {
         let d = 128;
         let vectors = faces(600);
         let ids: Vec<i64> = (0..600).collect();
-        let got = neighbours_within(&ids, &vectors, d, 0.5, 64, &JoinConfig::default());
+        let got = neighbours_within(
+            &ids,
+            &Dense::new(&vectors, d),
+            0.5,
+            64,
+            &JoinConfig::default(),
+        );
         let got: Vec<Vec<i64>> = got
             .into_iter()
             .map(|l| l.into_iter().map(|nb| nb.id).collect())
             .collect();
         assert_eq!(got, exact(&vectors, d, 0.5));
+    }
+
+    /// A face's cells are its own short list, not the ranking of every cell: the join
+    /// keeps one per face (a million faces among 4 000 cells once held 16 GiB of rankings).
+    #[test]
+    fn a_face_keeps_only_its_nearest_cells() {
+        let scores: Vec<f32> = (0..4_000).map(|c| ((c * 7919) % 4_001) as f32).collect();
+        let mut order = Vec::new();
+        let nearest = nearest_cells(&scores, 8, &mut order);
+        assert_eq!(nearest.capacity(), 8);
+        let mut want: Vec<u32> = (0..4_000u32).collect();
+        want.sort_by(|a, b| scores[*b as usize].total_cmp(&scores[*a as usize]));
+        want.truncate(8);
+        want.sort_unstable();
+        assert_eq!(nearest, want);
+        assert!(
+            order.capacity() >= 4_000,
+            "the ranking stays in the scratch buffer"
+        );
+    }
+
+    /// Cells of ~50 faces, so a few thousand faces make many of them.
+    fn small_cells() -> JoinConfig {
+        JoinConfig {
+            exact_below: 0,
+            cell_size: 50,
+            ..JoinConfig::default()
+        }
     }
 
     #[test]
@@ -341,12 +469,8 @@ mod tests {
         let n = 2_500;
         let vectors = faces(n);
         let ids: Vec<i64> = (0..n as i64).map(|i| i * 3 + 1).collect();
-        let config = JoinConfig {
-            exact_below: 0,
-            cell_size: 50,
-            ..JoinConfig::default()
-        };
-        let got = neighbours_within(&ids, &vectors, d, 0.5, 64, &config);
+        let config = small_cells();
+        let got = neighbours_within(&ids, &Dense::new(&vectors, d), 0.5, 64, &config);
         let truth = exact(&vectors, d, 0.5);
         let (mut found, mut wanted) = (0usize, 0usize);
         for (i, list) in got.iter().enumerate() {
@@ -374,7 +498,7 @@ mod tests {
     fn pair_recall(vectors: &[f32], truth: &[Vec<i64>], config: &JoinConfig) -> f64 {
         let n = truth.len();
         let ids: Vec<i64> = (0..n as i64).collect();
-        let got = neighbours_within(&ids, vectors, 128, 0.5, 64, config);
+        let got = neighbours_within(&ids, &Dense::new(vectors, 128), 0.5, 64, config);
         let (mut found, mut wanted) = (0usize, 0usize);
         for (i, list) in got.iter().enumerate() {
             let mut ids_found: Vec<i64> = list.iter().map(|nb| nb.id).collect();
@@ -398,12 +522,10 @@ mod tests {
         let truth = exact(&vectors, 128, 0.5);
         // Each face in its 2 nearest cells only: one set of cells misses many pairs.
         let coarse = JoinConfig {
-            exact_below: 0,
-            cell_size: 50,
             probes: 2,
             pivot_sets: 1,
             refine_rounds: 0,
-            ..JoinConfig::default()
+            ..small_cells()
         };
         let recall = |pivot_sets, refine_rounds| {
             pair_recall(
@@ -427,5 +549,45 @@ mod tests {
             "refined {refined:.3}, one set {alone:.3}"
         );
         assert!(both >= 0.95, "two sets refined {both:.3}");
+    }
+
+    /// Reading the index in place gives the very lists a copy of its vectors gives, exact
+    /// or approximate (f16) storage alike; a face deleted meanwhile is nobody's neighbour.
+    #[test]
+    fn rows_read_from_the_index_join_as_a_copy_of_them_does() {
+        use crate::{Auto, AutoConfig, VectorIndex};
+        let n = 1_500;
+        let vectors = faces(n);
+        let ids: Vec<i64> = (0..n as i64).map(|i| i * 7 + 2).collect();
+        let config = small_cells();
+        for threshold in [usize::MAX, 100] {
+            let index = Auto::with_config(
+                128,
+                AutoConfig {
+                    threshold,
+                    ..AutoConfig::default()
+                },
+            );
+            index
+                .extend(
+                    ids.iter()
+                        .zip(vectors.chunks_exact(128))
+                        .map(|(&id, v)| (id, v)),
+                )
+                .unwrap();
+            assert_eq!(index.is_approximate(), threshold == 100);
+            let gone = ids[10];
+            index.remove(gone).unwrap();
+            let copy: Vec<f32> = ids
+                .iter()
+                .flat_map(|&id| index.vector(id).unwrap_or_else(|| vec![0.0; 128]))
+                .collect();
+            let stored = neighbours_within(&ids, &Stored::new(&index, &ids), 0.5, 64, &config);
+            let copied = neighbours_within(&ids, &Dense::new(&copy, 128), 0.5, 64, &config);
+            assert_eq!(stored, copied, "threshold {threshold}");
+            assert!(stored[10].is_empty());
+            assert!(stored.iter().all(|l| l.iter().all(|nb| nb.id != gone)));
+            assert!(stored.iter().filter(|l| !l.is_empty()).count() > n / 2);
+        }
     }
 }

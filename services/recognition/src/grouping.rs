@@ -201,27 +201,22 @@ impl Neighbourhoods {
     pub fn joined(ids: &[i64], vectors: &[f32], min_similarity: f32) -> Self {
         Self::joined_with(
             ids,
-            vectors,
+            &facewire_index::join::Dense::new(vectors, EMBEDDING_DIM),
             min_similarity,
             &facewire_index::join::JoinConfig::default(),
         )
     }
 
-    /// [`Neighbourhoods::joined`] with the join tuned by `join` (the bench's trials).
-    pub fn joined_with(
+    /// [`Neighbourhoods::joined`] over any rows (the face index's own, read in place), the
+    /// join tuned by `join` (the bench's trials).
+    pub fn joined_with<R: facewire_index::join::Rows + ?Sized>(
         ids: &[i64],
-        vectors: &[f32],
+        rows: &R,
         min_similarity: f32,
         join: &facewire_index::join::JoinConfig,
     ) -> Self {
-        let lists = facewire_index::join::neighbours_within(
-            ids,
-            vectors,
-            EMBEDDING_DIM,
-            min_similarity,
-            NEIGHBOURS,
-            join,
-        );
+        let lists =
+            facewire_index::join::neighbours_within(ids, rows, min_similarity, NEIGHBOURS, join);
         Neighbourhoods(ids.iter().copied().zip(lists).collect())
     }
 
@@ -530,20 +525,19 @@ impl FaceIndex {
     /// for the whole pass (a face that arrives during it is grouped by the next step).
     ///
     /// From [`JOIN_FROM`] faces on, every face's list comes from one similarity join over
-    /// the whole index ([`facewire_index::join`]); fewer faces are searched one by one.
+    /// the whole index ([`facewire_index::join`]), reading the index's vectors in place
+    /// (no copy of a million of them beside it); fewer faces are searched one by one.
     pub fn neighbourhoods(&self, faces: &[i64]) -> Neighbourhoods {
         if faces.len() >= JOIN_FROM {
             let mut ids: Vec<i64> = self.meta_read().keys().copied().collect();
+            ids.retain(|&id| self.vectors.contains(id));
             ids.sort_unstable();
-            let mut kept = Vec::with_capacity(ids.len());
-            let mut vectors = Vec::with_capacity(ids.len() * EMBEDDING_DIM);
-            for id in ids {
-                if let Some(v) = self.embedding(id) {
-                    kept.push(id);
-                    vectors.extend_from_slice(&v);
-                }
-            }
-            return Neighbourhoods::joined(&kept, &vectors, self.config.min_similarity);
+            return Neighbourhoods::joined_with(
+                &ids,
+                &facewire_index::join::Stored::new(&self.vectors, &ids),
+                self.config.min_similarity,
+                &facewire_index::join::JoinConfig::default(),
+            );
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let lists = facewire_index::parallel_map(faces.len(), threads, |i, _: &mut ()| {
@@ -1068,6 +1062,20 @@ mod tests {
             n as i64,
             Some(Neighbourhoods::joined(&ids, &vectors, 0.5)),
         );
+        // What the service's pass over a large backlog does: the join reading the face
+        // index's vectors in place.
+        let index = synthetic_index(n);
+        let vectors = index.vectors();
+        let in_place = pass(
+            &index,
+            n as i64,
+            Some(Neighbourhoods::joined_with(
+                &ids,
+                &facewire_index::join::Stored::new(&vectors, &ids),
+                0.5,
+                &facewire_index::join::JoinConfig::default(),
+            )),
+        );
         assert!(
             searched.len() > n / 2,
             "most faces grouped: {}",
@@ -1075,6 +1083,7 @@ mod tests {
         );
         assert_eq!(searched, ahead);
         assert_eq!(searched, joined);
+        assert_eq!(searched, in_place);
     }
 
     #[test]

@@ -45,7 +45,8 @@ struct Args {
     /// Longest side detection runs at (the service's `--detection-max-side`).
     #[arg(long, default_value_t = facewire_recognition::DetectorOptions::default().max_side)]
     max_side: i32,
-    /// Parts to run: accuracy, small-faces, latency, stages, scaling, grouping, memory
+    /// Parts to run: accuracy, small-faces, latency, stages, scaling, grouping,
+    /// grouping-pass (with `--grouping-pass-sizes`), memory
     /// (default: all);
     /// `crops` (only when named) writes the calibration faces of the int8 trial.
     #[arg(long, value_delimiter = ',')]
@@ -63,8 +64,9 @@ struct Args {
     /// index, this share of them named (people picked whole), the gallery searching the
     /// face index for its faces once they are a large enough share of it
     /// (`Gallery::share`). Without it the gallery is built on its own.
-    #[arg(long)]
-    scaling_named_share: Option<f64>,
+    /// Several shares (`1,0.34,0.25`) share one face index build per size.
+    #[arg(long, value_delimiter = ',')]
+    scaling_named_share: Vec<f64>,
     /// Face counts the grouping part groups from scratch, one face at a time.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
     grouping_sizes: Vec<usize>,
@@ -72,6 +74,12 @@ struct Args {
     /// bulk, every neighbour list on every core, then the decisions.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
     grouping_bulk_sizes: Vec<usize>,
+    /// Face counts the grouping part runs the service's own backlog pass on: the face
+    /// index built first (as at start-up), then `FaceIndex::neighbourhoods` (the join
+    /// reading the index's vectors in place), the decisions, and peak memory against the
+    /// earlier way (a copy of every vector beside the index).
+    #[arg(long, value_delimiter = ',')]
+    grouping_pass_sizes: Vec<usize>,
     /// The backlog join's faces per cell (default: the join's).
     #[arg(long)]
     join_cell_size: Option<usize>,
@@ -157,6 +165,15 @@ fn main() -> anyhow::Result<()> {
         }
         if wants("grouping") {
             grouping(&args);
+        }
+        if wants("grouping-pass") {
+            for &n in &args.grouping_pass_sizes {
+                grouping_pass(
+                    n,
+                    facewire_recognition::grouping::GroupingConfig::default(),
+                    &grouping_tuning(&args),
+                );
+            }
         }
         if wants("memory") {
             memory(&recognizer)?;
@@ -583,16 +600,113 @@ fn synthetic_gallery(n: usize) -> Gallery {
 struct ScalingRow {
     faces: usize,
     people: usize,
+    /// Share of the faces named, while the gallery is served from the face index.
+    shared: Option<f64>,
     build: Duration,
     approximate: bool,
     lookup_p50_us: f64,
     lookup_p99_us: f64,
     recall_at_1: f64,
+    /// Recall@1 over the queries of named people only (while shared).
+    recall_named: Option<f64>,
+    /// Lookup p50 over the queries of named people only (while shared).
+    lookup_p50_named_us: Option<f64>,
     full_p50_ms: f64,
     full_p99_ms: f64,
     full_ratio: f64,
     rss_mib: f64,
     index_mib: f64,
+}
+
+/// Who is named at a share: every `stride`-th person, taken whole.
+#[derive(Clone, Copy)]
+struct Naming {
+    stride: usize,
+}
+
+impl Naming {
+    fn new(share: f64) -> Self {
+        Naming {
+            stride: (1.0 / share).round().max(1.0) as usize,
+        }
+    }
+
+    fn names(&self, identity: usize) -> bool {
+        identity.is_multiple_of(self.stride)
+    }
+}
+
+/// Brute force's best face for each query, kept up to date while the faces stream by.
+struct BruteForce<'q> {
+    queries: &'q [[f32; EMBEDDING_DIM]],
+    best: Vec<(i64, f32)>,
+}
+
+impl<'q> BruteForce<'q> {
+    fn new(queries: &'q [[f32; EMBEDDING_DIM]]) -> Self {
+        BruteForce {
+            queries,
+            best: vec![(-1, f32::NEG_INFINITY); queries.len()],
+        }
+    }
+
+    fn note(&mut self, face: &GalleryFace) {
+        for (best, query) in self.best.iter_mut().zip(self.queries) {
+            let s = facewire_index::dot(&face.embedding, query);
+            if s > best.1 {
+                *best = (face.face_id, s);
+            }
+        }
+    }
+}
+
+/// What [`time_lookups`] found: every query's time (sorted), recall@1 over all queries,
+/// and recall@1 and the p50 over the queries it was asked to count apart.
+struct Lookups {
+    times: Vec<Duration>,
+    recall: f64,
+    counted_recall: f64,
+    counted_p50_us: f64,
+}
+
+/// `best_match` timed for every query (after 50 untimed), and how many found brute
+/// force's best face, over all queries and over those `counted` picks.
+fn time_lookups(
+    gallery: &Gallery,
+    queries: &[[f32; EMBEDDING_DIM]],
+    exact: &BruteForce,
+    counted: impl Fn(usize) -> bool,
+) -> Lookups {
+    for query in queries.iter().take(50) {
+        std::hint::black_box(gallery.best_match(query));
+    }
+    let mut times = Vec::with_capacity(queries.len());
+    let mut counted_times = Vec::new();
+    let (mut hits, mut counted_hits) = (0usize, 0usize);
+    for (j, query) in queries.iter().enumerate() {
+        let start = Instant::now();
+        let found = std::hint::black_box(gallery.best_match(std::hint::black_box(query)));
+        let took = start.elapsed();
+        times.push(took);
+        let hit = found.map(|m| m.face_id) == Some(exact.best[j].0);
+        hits += usize::from(hit);
+        if counted(j) {
+            counted_times.push(took);
+            counted_hits += usize::from(hit);
+        }
+    }
+    times.sort();
+    counted_times.sort();
+    Lookups {
+        recall: hits as f64 / queries.len().max(1) as f64,
+        counted_recall: counted_hits as f64 / counted_times.len().max(1) as f64,
+        counted_p50_us: if counted_times.is_empty() {
+            f64::NAN
+        } else {
+            percentile(&counted_times, 0.5) * 1000.0
+        },
+        times,
+    }
 }
 
 /// Gallery size against lookup time, recall and the whole request. Per size: the gallery is
@@ -601,9 +715,13 @@ struct ScalingRow {
 /// held-out faces of gallery people (new photos, not in the gallery), every one of them
 /// checked against brute force over every face, and the bench image recognised with that
 /// gallery installed.
+///
+/// With `--scaling-named-share` the faces go into one face index instead, as a replica
+/// holds them, and each share in turn names that part of the people and builds a gallery
+/// on it (served from the face index once the share is large enough); the face index is
+/// built once per size for all of them.
 fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result<()> {
     const LOOKUPS: usize = 1_000;
-    const RECALL_QUERIES: usize = LOOKUPS;
     let mut config = AutoConfig::default();
     if let Some(ef) = args.expansion_add {
         config.hnsw.expansion_add = ef;
@@ -620,6 +738,11 @@ fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result
         config.hnsw.threads,
         load_average()
     );
+    let namings: Vec<Naming> = args
+        .scaling_named_share
+        .iter()
+        .map(|&share| Naming::new(share))
+        .collect();
     let mut rows = Vec::new();
     let mut base_p50 = None;
     for &n in &args.scaling_sizes {
@@ -635,178 +758,205 @@ fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result
                     .expect("synthetic faces have the embedding's dimension")
             })
             .collect();
-        // Brute force's best face for the recall queries, found while the faces stream by.
-        let mut exact = vec![(-1i64, f32::NEG_INFINITY); RECALL_QUERIES];
-        let mut note_best = |face: &GalleryFace| {
-            for (best, query) in exact.iter_mut().zip(&queries) {
-                let s = facewire_index::dot(&face.embedding, query);
-                if s > best.1 {
-                    *best = (face.face_id, s);
-                }
-            }
-        };
         let mut untimed = Duration::ZERO;
         eprintln!("scaling: building {n} faces ...");
         let start = Instant::now();
-        let stride = args
-            .scaling_named_share
-            .map_or(1, |share| (1.0 / share).round().max(1.0) as usize);
-        let named = |i: usize| generator.identity_of(i).is_multiple_of(stride);
-        let mut face_index = None;
-        let (gallery, skipped) = match args.scaling_named_share {
-            None => Gallery::build_with(
+        if namings.is_empty() {
+            let mut exact = BruteForce::new(&queries);
+            let (gallery, skipped) = Gallery::build_with(
                 (0..n).map(|i| {
                     let t = Instant::now();
                     let face = GalleryFace::synthetic(&generator, i);
-                    note_best(&face);
+                    exact.note(&face);
                     untimed += t.elapsed();
                     face
                 }),
                 1,
                 config.clone(),
-            ),
-            Some(_) => {
-                // The face index first (the service loads it, or its snapshot, first):
-                // every face's vector and what grouping knows of it, a page at a time.
-                let faces = facewire_recognition::grouping::FaceIndex::with_index(
-                    facewire_recognition::grouping::GroupingConfig::default(),
-                    config.clone(),
-                );
-                let mut page = Vec::with_capacity(10_000);
-                for i in 0..n {
-                    let t = Instant::now();
-                    let face = GalleryFace::synthetic(&generator, i);
-                    if named(i) {
-                        note_best(&face);
-                    }
-                    let mut indexed = grouping_face(
-                        face.face_id,
-                        named(i).then_some(face.person_id),
-                        face.embedding,
-                    );
-                    indexed.assigned = indexed
-                        .person_id
-                        .map(|_| facewire_storage::Assigned::Manual);
-                    page.push(indexed);
-                    untimed += t.elapsed();
-                    if page.len() == 10_000 || i + 1 == n {
-                        faces.apply_page(std::mem::take(&mut page));
+            );
+            let build = start.elapsed().saturating_sub(untimed);
+            // The generator's identity table (51 MiB at 100 000 people) is not recognition's.
+            drop(generator);
+            anyhow::ensure!(
+                skipped == 0 && gallery.len() == n,
+                "synthetic gallery incomplete"
+            );
+            let index_mib = gallery.matrix_bytes() as f64 / (1024.0 * 1024.0);
+            let approximate = gallery.is_approximate();
+            recognizer.set_gallery(gallery);
+            eprintln!(
+                "scaling: {n} faces built in {:.1} s; timing lookups ...",
+                build.as_secs_f64()
+            );
+            let Lookups {
+                times: lookups,
+                recall,
+                ..
+            } = time_lookups(&recognizer.gallery(), &queries, &exact, |_| true);
+            let times = time_recognize(recognizer, image, args.iterations)?;
+            let full_p50_ms = percentile(&times, 0.5);
+            rows.push(ScalingRow {
+                faces: n,
+                people,
+                shared: None,
+                build,
+                approximate,
+                lookup_p50_us: percentile(&lookups, 0.5) * 1000.0,
+                lookup_p99_us: percentile(&lookups, 0.99) * 1000.0,
+                recall_at_1: recall,
+                recall_named: None,
+                lookup_p50_named_us: None,
+                full_p50_ms,
+                full_p99_ms: percentile(&times, 0.99),
+                full_ratio: full_p50_ms / *base_p50.get_or_insert(full_p50_ms),
+                rss_mib: rss_kib().unwrap_or(0) as f64 / 1024.0,
+                index_mib,
+            });
+        } else {
+            // The face index first (the service loads it, or its snapshot, first): every
+            // face's vector and what grouping knows of it, a page at a time; a face is
+            // named (manually) at the first share that names its person.
+            let mut exact: Vec<BruteForce> =
+                namings.iter().map(|_| BruteForce::new(&queries)).collect();
+            let faces = facewire_recognition::grouping::FaceIndex::with_index(
+                facewire_recognition::grouping::GroupingConfig::default(),
+                config.clone(),
+            );
+            let mut page = Vec::with_capacity(10_000);
+            for i in 0..n {
+                let t = Instant::now();
+                let face = GalleryFace::synthetic(&generator, i);
+                let identity = generator.identity_of(i);
+                let mut named = false;
+                for (naming, exact) in namings.iter().zip(exact.iter_mut()) {
+                    if naming.names(identity) {
+                        exact.note(&face);
+                        named = true;
                     }
                 }
+                let mut indexed = grouping_face(
+                    face.face_id,
+                    named.then_some(face.person_id),
+                    face.embedding,
+                );
+                indexed.assigned = indexed
+                    .person_id
+                    .map(|_| facewire_storage::Assigned::Manual);
+                page.push(indexed);
+                untimed += t.elapsed();
+                if page.len() == 10_000 || i + 1 == n {
+                    faces.apply_page(std::mem::take(&mut page));
+                }
+            }
+            let build = start.elapsed().saturating_sub(untimed);
+            eprintln!(
+                "scaling: face index of {n} faces built in {:.1} s",
+                build.as_secs_f64()
+            );
+            // The same graph searched for every face, not only a gallery's: what a filter
+            // costs.
+            let mut plain: Vec<Duration> = queries
+                .iter()
+                .map(|query| {
+                    let start = Instant::now();
+                    std::hint::black_box(
+                        faces.vectors().search(std::hint::black_box(query), 1).ok(),
+                    );
+                    start.elapsed()
+                })
+                .collect();
+            plain.sort();
+            println!(
+                "\nscaling: {n} faces: the face index searched unfiltered: p50 {:.1} µs, p99 {:.1} µs",
+                percentile(&plain, 0.5) * 1000.0,
+                percentile(&plain, 0.99) * 1000.0,
+            );
+            let query_identities: Vec<usize> =
+                (0..LOOKUPS).map(|j| generator.query_identity(j)).collect();
+            for (naming, exact) in namings.iter().zip(&exact) {
+                recognizer.set_gallery(Gallery::default());
                 let loaded = Instant::now();
                 let gallery = Gallery::build_with(Vec::new(), 1, config.clone()).0;
                 gallery.share(faces.vectors());
                 let report = gallery.sync(
                     (0..n)
-                        .filter(|&i| named(i))
+                        .filter(|&i| naming.names(generator.identity_of(i)))
                         .map(|i| GalleryFace::synthetic(&generator, i)),
                     1,
                 );
+                let members = (0..n)
+                    .filter(|&i| naming.names(generator.identity_of(i)))
+                    .count();
+                anyhow::ensure!(
+                    report.skipped == 0 && gallery.len() == members,
+                    "synthetic gallery incomplete"
+                );
                 eprintln!(
-                    "scaling: gallery of {} named faces loaded in {:.1} s (making them included), serving {:?}, {} vectors of its own",
-                    gallery.len(),
+                    "scaling: {n} faces, {members} named: gallery loaded in {:.1} s (making them included), serving {:?}, {} vectors of its own",
                     loaded.elapsed().as_secs_f64(),
                     gallery.serving(),
                     gallery.own_vectors()
                 );
-                face_index = Some(faces);
-                (gallery, report.skipped)
-            }
-        };
-        let build = start.elapsed().saturating_sub(untimed);
-        let members = (0..n).filter(|&i| named(i)).count();
-        // The generator's identity table (51 MiB at 100 000 people) is not recognition's.
-        drop(generator);
-        anyhow::ensure!(
-            skipped == 0 && gallery.len() == members,
-            "synthetic gallery incomplete"
-        );
-        let index_mib = (gallery.matrix_bytes()
-            + face_index
-                .as_ref()
-                .map_or(0, |f| f.vectors().memory_bytes())) as f64
-            / (1024.0 * 1024.0);
-        let approximate = gallery.is_approximate();
-        recognizer.set_gallery(gallery);
-        let gallery = recognizer.gallery();
-        eprintln!(
-            "scaling: {n} faces built in {:.1} s; timing lookups ...",
-            build.as_secs_f64()
-        );
-        for query in queries.iter().take(50) {
-            std::hint::black_box(gallery.best_match(query));
-        }
-        let mut lookups = Vec::with_capacity(LOOKUPS);
-        let mut hits = 0;
-        for (j, query) in queries.iter().enumerate() {
-            let start = Instant::now();
-            let found = std::hint::black_box(gallery.best_match(std::hint::black_box(query)));
-            lookups.push(start.elapsed());
-            if j < RECALL_QUERIES && found.map(|m| m.face_id) == Some(exact[j].0) {
-                hits += 1;
+                let index_mib = (gallery.matrix_bytes() + faces.vectors().memory_bytes()) as f64
+                    / (1024.0 * 1024.0);
+                let approximate = gallery.is_approximate();
+                recognizer.set_gallery(gallery);
+                let Lookups {
+                    times: lookups,
+                    recall,
+                    counted_recall: recall_named,
+                    counted_p50_us: named_p50_us,
+                } = time_lookups(&recognizer.gallery(), &queries, exact, |j| {
+                    naming.names(query_identities[j])
+                });
+                let times = time_recognize(recognizer, image, args.iterations)?;
+                let full_p50_ms = percentile(&times, 0.5);
+                rows.push(ScalingRow {
+                    faces: n,
+                    people,
+                    shared: Some(members as f64 / n as f64),
+                    build,
+                    approximate,
+                    lookup_p50_us: percentile(&lookups, 0.5) * 1000.0,
+                    lookup_p99_us: percentile(&lookups, 0.99) * 1000.0,
+                    recall_at_1: recall,
+                    recall_named: Some(recall_named),
+                    lookup_p50_named_us: Some(named_p50_us),
+                    full_p50_ms,
+                    full_p99_ms: percentile(&times, 0.99),
+                    full_ratio: full_p50_ms / *base_p50.get_or_insert(full_p50_ms),
+                    rss_mib: rss_kib().unwrap_or(0) as f64 / 1024.0,
+                    index_mib,
+                });
             }
         }
-        lookups.sort();
-        if let Some(faces) = &face_index {
-            // The same graph searched for every face, not only the gallery's: what the
-            // filter costs.
-            let vectors = faces.vectors();
-            let mut plain: Vec<Duration> = queries
-                .iter()
-                .map(|query| {
-                    let start = Instant::now();
-                    std::hint::black_box(vectors.search(std::hint::black_box(query), 1).ok());
-                    start.elapsed()
-                })
-                .collect();
-            plain.sort();
+        if let Some(row) = rows.last() {
             eprintln!(
-                "scaling: {n} faces: the face index searched unfiltered: p50 {:.1} µs, p99 {:.1} µs (the gallery's search: p50 {:.1} µs)",
-                percentile(&plain, 0.5) * 1000.0,
-                percentile(&plain, 0.99) * 1000.0,
-                percentile(&lookups, 0.5) * 1000.0,
+                "scaling: {n} faces: lookup p50 {:.1} µs, recall@1 {:.3}, full image p50 {:.2} ms, RSS {:.0} MiB",
+                row.lookup_p50_us, row.recall_at_1, row.full_p50_ms, row.rss_mib
             );
         }
-        drop(gallery);
-        // Kept until the image is timed and RSS read: a replica holds it.
-        let _face_index = face_index;
-        let times = time_recognize(recognizer, image, args.iterations)?;
-        let full_p50_ms = percentile(&times, 0.5);
-        let row = ScalingRow {
-            faces: n,
-            people,
-            build,
-            approximate,
-            lookup_p50_us: percentile(&lookups, 0.5) * 1000.0,
-            lookup_p99_us: percentile(&lookups, 0.99) * 1000.0,
-            recall_at_1: hits as f64 / RECALL_QUERIES as f64,
-            full_p50_ms,
-            full_p99_ms: percentile(&times, 0.99),
-            full_ratio: full_p50_ms / *base_p50.get_or_insert(full_p50_ms),
-            rss_mib: rss_kib().unwrap_or(0) as f64 / 1024.0,
-            index_mib,
-        };
-        eprintln!(
-            "scaling: {n} faces: lookup p50 {:.1} µs, recall@1 {:.3}, full image p50 {:.2} ms, RSS {:.0} MiB",
-            row.lookup_p50_us, row.recall_at_1, row.full_p50_ms, row.rss_mib
-        );
-        rows.push(row);
     }
     recognizer.set_gallery(Gallery::default());
     println!(
-        "| faces | people | index | start-up (build) s | lookup p50 µs | lookup p99 µs | recall@1 vs exact | full image p50 ms | × first size | full image p99 ms | RSS MiB | index MiB |"
+        "| faces | people | named | index | start-up (build) s | lookup p50 µs | lookup p99 µs | recall@1 vs exact | named people's queries: lookup p50 µs | recall@1 | full image p50 ms | × first size | full image p99 ms | RSS MiB | index MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let or_dash =
+        |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.3} | {:.2} | {:.3} | {:.2} | {:.0} | {:.1} |",
+            "| {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.3} | {} | {} | {:.2} | {:.3} | {:.2} | {:.0} | {:.1} |",
             r.faces,
             r.people,
+            or_dash(r.shared, 3),
             if r.approximate { "HNSW" } else { "exact" },
             r.build.as_secs_f64(),
             r.lookup_p50_us,
             r.lookup_p99_us,
             r.recall_at_1,
+            or_dash(r.lookup_p50_named_us, 1),
+            or_dash(r.recall_named, 3),
             r.full_p50_ms,
             r.full_ratio,
             r.full_p99_ms,
@@ -815,8 +965,14 @@ fn scaling(recognizer: &Recognizer, image: &[u8], args: &Args) -> anyhow::Result
         );
     }
     for r in &rows {
+        let shared = match (r.shared, r.recall_named, r.lookup_p50_named_us) {
+            (Some(share), Some(named), Some(p50)) => format!(
+                " named_share={share:.3} lookup_p50_named_us={p50:.1} recall_at_1_named={named:.3}"
+            ),
+            _ => String::new(),
+        };
         println!(
-            "scaling faces={} lookup_p50_us={:.1} recall_at_1={:.3} full_image_ratio={:.3} rss_mib={:.0}",
+            "scaling faces={} lookup_p50_us={:.1} recall_at_1={:.3} full_image_ratio={:.3} rss_mib={:.0}{shared}",
             r.faces, r.lookup_p50_us, r.recall_at_1, r.full_ratio, r.rss_mib
         );
     }
@@ -853,6 +1009,23 @@ fn grouping_face(
         embedding,
         updated_at: 0,
     }
+}
+
+/// Every face's decision in id order from lists worked out ahead, recorded as the service
+/// records them: how long it took, the next person id and each face's person.
+fn decide_in_order(
+    index: &facewire_recognition::grouping::FaceIndex,
+    ids: &[i64],
+    ahead: &facewire_recognition::grouping::Neighbourhoods,
+) -> (Duration, i64, HashMap<i64, i64>) {
+    let mut person_of = HashMap::new();
+    let mut next_person = 0i64;
+    let t = Instant::now();
+    for &id in ids {
+        let decision = index.decide_among(id, &[], Some(ahead));
+        record_decision(index, id, decision, &mut next_person, &mut person_of);
+    }
+    (t.elapsed(), next_person, person_of)
 }
 
 /// Records a decision in the index (meta only: a face already indexed keeps its vector) and
@@ -941,6 +1114,22 @@ fn one_new_face_at_a_time(
     times
 }
 
+/// The grouping part's face index tuning: the service's, changed by the `--grouping-*`
+/// flags.
+fn grouping_tuning(args: &Args) -> facewire_index::AutoConfig {
+    let mut tuning = facewire_index::AutoConfig::default();
+    if let Some(m) = args.grouping_m {
+        tuning.hnsw.connectivity = m;
+    }
+    if let Some(ef) = args.grouping_expansion_add {
+        tuning.hnsw.expansion_add = ef;
+    }
+    if let Some(ef) = args.grouping_expansion_search {
+        tuning.hnsw.expansion_search = ef;
+    }
+    tuning
+}
+
 /// Groups `n` synthetic faces (10 a person) from scratch with the service's rule and
 /// defaults, in two ways, with database writes left out (one conditional UPDATE per
 /// decision in the service):
@@ -959,16 +1148,7 @@ fn grouping(args: &Args) {
     use facewire_recognition::grouping::{FaceIndex, GroupingConfig, Neighbourhoods};
 
     let config = GroupingConfig::default();
-    let mut tuning = facewire_index::AutoConfig::default();
-    if let Some(m) = args.grouping_m {
-        tuning.hnsw.connectivity = m;
-    }
-    if let Some(ef) = args.grouping_expansion_add {
-        tuning.hnsw.expansion_add = ef;
-    }
-    if let Some(ef) = args.grouping_expansion_search {
-        tuning.hnsw.expansion_search = ef;
-    }
+    let tuning = grouping_tuning(args);
     println!(
         "\nface index: HNSW M = {}, ef_construction = {}, ef = {}",
         tuning.hnsw.connectivity, tuning.hnsw.expansion_add, tuning.hnsw.expansion_search
@@ -1061,21 +1241,19 @@ fn grouping(args: &Args) {
         join.probes = args.join_probes.unwrap_or(join.probes);
         join.refine_rounds = args.join_refine_rounds.unwrap_or(join.refine_rounds);
         join.pivot_sets = args.join_pivot_sets.unwrap_or(join.pivot_sets);
-        let ahead = Neighbourhoods::joined_with(&ids, &vectors, config.min_similarity, &join);
+        let ahead = Neighbourhoods::joined_with(
+            &ids,
+            &facewire_index::join::Dense::new(&vectors, facewire_recognition::EMBEDDING_DIM),
+            config.min_similarity,
+            &join,
+        );
         let lists = t.elapsed();
         eprintln!(
             "grouping (backlog): {} neighbour lists in {:.0} s",
             ahead.len(),
             lists.as_secs_f64()
         );
-        let mut person_of: HashMap<i64, i64> = HashMap::new();
-        let mut next_person = 0i64;
-        let t = Instant::now();
-        for &id in &ids {
-            let decision = index.decide_among(id, &[], Some(&ahead));
-            record_decision(&index, id, decision, &mut next_person, &mut person_of);
-        }
-        let decide = t.elapsed();
+        let (decide, mut next_person, mut person_of) = decide_in_order(&index, &ids, &ahead);
         drop(ahead);
         // Quality before the slow graph build, so a run stopped there still tells it.
         let (precision, recall, clusters) = bcubed(&person_of, &generator, n);
@@ -1148,6 +1326,88 @@ fn grouping(args: &Args) {
     }
 }
 
+/// The service's backlog pass over `n` faces nobody grouped, as a replica runs it: the face
+/// index built a page at a time (start-up; the faces generated untimed), every neighbour
+/// list from [`FaceIndex::neighbourhoods`] (the join reading the index in place), then the
+/// decisions in id order. Peak RSS is read for the pass alone (the peak is reset after the
+/// build), and again for the earlier way on the same index: every vector copied out as f32
+/// and joined from the copy. Prints a table and one `grouping_pass ...` line.
+fn grouping_pass(
+    n: usize,
+    config: facewire_recognition::grouping::GroupingConfig,
+    tuning: &facewire_index::AutoConfig,
+) {
+    use facewire_recognition::grouping::{FaceIndex, Neighbourhoods};
+    let generator = FaceGenerator::new(Params::sface_like(synthetic_people(n), SYNTHETIC_SEED + 1));
+    let index = FaceIndex::with_index(config, tuning.clone());
+    eprintln!("grouping (pass): building the face index of {n} faces ...");
+    let mut untimed = Duration::ZERO;
+    let start = Instant::now();
+    let mut page = Vec::with_capacity(10_000);
+    for i in 0..n {
+        let t = Instant::now();
+        page.push(grouping_face(i as i64, None, generator.face(i)));
+        untimed += t.elapsed();
+        if page.len() == 10_000 || i + 1 == n {
+            index.apply_page(std::mem::take(&mut page));
+        }
+    }
+    let build = start.elapsed().saturating_sub(untimed);
+    let ids: Vec<i64> = (0..n as i64).collect();
+    let rss_built = rss_mib("VmRSS:");
+    reset_peak_rss();
+    eprintln!(
+        "grouping (pass): built in {:.0} s, RSS {rss_built:.0} MiB; joining in place ...",
+        build.as_secs_f64()
+    );
+    let t = Instant::now();
+    let ahead = index.neighbourhoods(&ids);
+    let lists = t.elapsed();
+    let peak_in_place = rss_mib("VmHWM:");
+    let (decide, _, person_of) = decide_in_order(&index, &ids, &ahead);
+    let (precision, recall, clusters) = bcubed(&person_of, &generator, n);
+    eprintln!(
+        "grouping (pass): lists in {:.0} s (peak {peak_in_place:.0} MiB), decided in {:.1} s; copying for the earlier way ...",
+        lists.as_secs_f64(),
+        decide.as_secs_f64()
+    );
+    drop(ahead);
+    reset_peak_rss();
+    let t = Instant::now();
+    let copy: Vec<f32> = ids
+        .iter()
+        .flat_map(|&id| {
+            index
+                .embedding(id)
+                .unwrap_or_else(|| vec![0.0; facewire_recognition::EMBEDDING_DIM])
+        })
+        .collect();
+    let copied = Neighbourhoods::joined(&ids, &copy, config.min_similarity);
+    let lists_copy = t.elapsed();
+    let peak_copy = rss_mib("VmHWM:");
+    drop((copied, copy));
+    println!(
+        "\n## the service's backlog pass ({n} faces nobody grouped, the face index built first; load average {})",
+        load_average()
+    );
+    println!("| faces | start-up build | neighbour lists | decisions | BCubed precision | BCubed recall | suggested people | RSS built | peak during the pass | lists from an f32 copy | peak with the copy |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {n} | {:.0} s | {:.1} s | {:.1} s | {precision:.3} | {recall:.3} | {clusters} | {rss_built:.0} MiB | **{peak_in_place:.0} MiB** | {:.1} s | {peak_copy:.0} MiB |",
+        build.as_secs_f64(),
+        lists.as_secs_f64(),
+        decide.as_secs_f64(),
+        lists_copy.as_secs_f64(),
+    );
+    println!(
+        "grouping_pass faces={n} build_s={:.1} neighbours_s={:.1} decide_s={:.1} bcubed_precision={precision:.3} bcubed_recall={recall:.3} rss_built_mib={rss_built:.0} peak_rss_mib={peak_in_place:.0} copy_neighbours_s={:.1} copy_peak_rss_mib={peak_copy:.0}",
+        build.as_secs_f64(),
+        lists.as_secs_f64(),
+        decide.as_secs_f64(),
+        lists_copy.as_secs_f64(),
+    );
+}
+
 /// The start-up a snapshot buys: the graph saved, loaded back, and every face checked
 /// against its vector as the service checks it against the database (reading the rows
 /// left out). Prints a table row and one `snapshot ...` line.
@@ -1218,11 +1478,28 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
+/// A memory line of /proc/self/status (`VmRSS:`, `VmHWM:` for the peak) in MiB.
+fn rss_mib(field: &str) -> f64 {
+    status_kib(field).map_or(0.0, |kib| kib as f64 / 1024.0)
+}
+
+/// Starts peak RSS (`VmHWM`) over from the present RSS (Linux's clear_refs, value 5).
+fn reset_peak_rss() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("peak RSS not reset: {e}");
+    }
+}
+
 fn rss_kib() -> Option<u64> {
+    status_kib("VmRSS:")
+}
+
+/// A line of /proc/self/status in KiB.
+fn status_kib(field: &str) -> Option<u64> {
     std::fs::read_to_string("/proc/self/status")
         .ok()?
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
