@@ -182,12 +182,28 @@ pub struct RecognitionConfig {
     /// `none` turns it off. Each replica needs its own file or a shared directory.
     #[arg(long, env = "FACEWIRE_FACE_INDEX_SNAPSHOT")]
     pub face_index_snapshot: Option<PathBuf>,
+
+    /// Share of the face index's faces (0–1) that named faces must reach for lookups to
+    /// search the face index itself instead of a graph of their own: one graph in memory,
+    /// but a lookup costs about the inverse of the share (README: one graph for the
+    /// gallery and the face index). Lower it to save memory, raise it to keep lookups
+    /// fast; above 1: never.
+    #[arg(long, env = "FACEWIRE_GALLERY_SHARE_FROM", default_value_t = crate::gallery::SHARED_FROM_SHARE)]
+    pub gallery_share_from: f64,
 }
 
 impl RecognitionConfig {
     /// The gallery poll interval (at least 50 ms).
     pub fn gallery_poll(&self) -> Duration {
         Duration::from_secs_f64(self.gallery_poll_seconds.max(0.05))
+    }
+
+    /// When the gallery is served from the face index (see `gallery_share_from`).
+    pub fn gallery_sharing(&self) -> crate::gallery::Sharing {
+        crate::gallery::Sharing {
+            min_share: self.gallery_share_from,
+            ..Default::default()
+        }
     }
 
     /// Where the face index snapshot lives, if anywhere (see `face_index_snapshot`).

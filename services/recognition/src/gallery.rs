@@ -100,6 +100,24 @@ pub const SHARED_FROM_FACES: usize = 5_000;
 /// share of the face index's memory.
 pub const SHARED_FROM_SHARE: f64 = 0.25;
 
+/// When the gallery is served from the face index: from `min_faces` gallery faces that are
+/// at least `min_share` of it (above 1: never; the margin back is half of each).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sharing {
+    pub min_faces: usize,
+    pub min_share: f64,
+}
+
+impl Default for Sharing {
+    /// [`SHARED_FROM_FACES`] and [`SHARED_FROM_SHARE`].
+    fn default() -> Self {
+        Sharing {
+            min_faces: SHARED_FROM_FACES,
+            min_share: SHARED_FROM_SHARE,
+        }
+    }
+}
+
 /// Where lookups find the gallery's vectors.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Serving {
@@ -205,9 +223,9 @@ impl People {
 pub struct Gallery {
     /// Every gallery face while [`Serving::Own`]; the pending ones while shared.
     index: Auto,
-    /// The face index, once the service has one ([`Gallery::share`]), and from how many
-    /// gallery faces on lookups may search it.
-    shared: OnceLock<(Arc<Auto>, usize)>,
+    /// The face index, once the service has one ([`Gallery::share`]), and when lookups
+    /// may search it.
+    shared: OnceLock<(Arc<Auto>, Sharing)>,
     people: RwLock<People>,
     /// The storage version this gallery reflects.
     version: AtomicI64,
@@ -321,7 +339,10 @@ impl Gallery {
             tracing::error!("gallery index build stopped early: {e}");
         }
         people.pending = pending;
-        self.rebalance(&mut people);
+        // Shared above only provisionally: the bulk load is judged by the line a gallery
+        // crosses to share, not by the margin one already shared keeps.
+        let due = self.due_from(&people, Serving::Own);
+        self.settle(&mut people, due);
         skipped
     }
 
@@ -345,13 +366,24 @@ impl Gallery {
     /// ([`SHARED_FROM_FACES`], [`SHARED_FROM_SHARE`]), and from its own index otherwise.
     /// Called once, before the gallery is loaded (a later call is ignored).
     pub fn share(&self, faces: Arc<Auto>) {
-        self.share_from(faces, SHARED_FROM_FACES);
+        self.share_when(faces, Sharing::default());
     }
 
     /// [`Gallery::share`], served from the face index from `min_faces` gallery faces on
     /// rather than [`SHARED_FROM_FACES`] (tests, benchmarks).
     pub fn share_from(&self, faces: Arc<Auto>, min_faces: usize) {
-        if self.shared.set((faces, min_faces)).is_ok() {
+        self.share_when(
+            faces,
+            Sharing {
+                min_faces,
+                ..Sharing::default()
+            },
+        );
+    }
+
+    /// [`Gallery::share`] at the deployment's line (`FACEWIRE_GALLERY_SHARE_FROM`).
+    pub fn share_when(&self, faces: Arc<Auto>, sharing: Sharing) {
+        if self.shared.set((faces, sharing)).is_ok() {
             self.rebalance(&mut write(&self.people));
         }
     }
@@ -374,18 +406,25 @@ impl Gallery {
     /// The serving mode the gallery's size calls for, with a margin either way so that a
     /// gallery near the line does not move its vectors back and forth.
     fn due(&self, people: &People) -> Serving {
-        let Some((shared, min_faces)) = self.shared.get() else {
+        self.due_from(people, people.serving)
+    }
+
+    /// [`Self::due`] for a gallery serving `from`.
+    fn due_from(&self, people: &People, from: Serving) -> Serving {
+        let Some((shared, sharing)) = self.shared.get() else {
             return Serving::Own;
         };
+        if sharing.min_share > 1.0 {
+            return Serving::Own;
+        }
         let faces = people.face_person.len() as f64;
         let all = shared.len().max(1) as f64;
-        match people.serving {
-            Serving::Own if faces >= *min_faces as f64 && faces >= SHARED_FROM_SHARE * all => {
+        let (min_faces, min_share) = (sharing.min_faces, sharing.min_share.max(0.0));
+        match from {
+            Serving::Own if faces >= min_faces as f64 && faces >= min_share * all => {
                 Serving::Shared
             }
-            Serving::Shared
-                if faces < (*min_faces / 2) as f64 || faces < SHARED_FROM_SHARE / 2.0 * all =>
-            {
+            Serving::Shared if faces < (min_faces / 2) as f64 || faces < min_share / 2.0 * all => {
                 Serving::Own
             }
             now => now,
@@ -398,6 +437,11 @@ impl Gallery {
     /// sharing threshold, and it happens only when many named faces are named no more).
     fn rebalance(&self, people: &mut People) {
         let due = self.due(people);
+        self.settle(people, due);
+    }
+
+    /// Moves the vectors so that lookups search where `due` says.
+    fn settle(&self, people: &mut People, due: Serving) {
         let Some(shared) = self.face_index() else {
             return;
         };
@@ -995,6 +1039,31 @@ mod tests {
         assert_eq!(g.serving(), Serving::Own);
         assert_eq!(g.own_vectors(), 200);
         assert_eq!(g.len(), 200);
+    }
+
+    /// The deployment's line (`FACEWIRE_GALLERY_SHARE_FROM`): a third of the faces named
+    /// is shared at the default quarter, kept apart at a half, and never shared above 1.
+    #[test]
+    fn the_share_from_which_the_face_index_serves_is_the_deployments() {
+        let generator = FaceGenerator::new(Params::sface_like(200, 9));
+        let all = synthetic(&generator, 0..1_500);
+        let third = &all[..500];
+        let serving = |min_share: f64| {
+            let g = Gallery::default();
+            g.share_when(
+                face_index(&all),
+                Sharing {
+                    min_faces: 100,
+                    min_share,
+                },
+            );
+            g.sync(third.to_vec(), 1);
+            (g.serving(), g.own_vectors())
+        };
+        assert_eq!(serving(SHARED_FROM_SHARE), (Serving::Shared, 0));
+        assert_eq!(serving(0.5), (Serving::Own, 500));
+        assert_eq!(serving(0.0), (Serving::Shared, 0));
+        assert_eq!(serving(1.5), (Serving::Own, 500));
     }
 
     #[test]

@@ -163,7 +163,9 @@ impl Recognition {
         );
         // The gallery's faces are among the face index's: loaded after it, the gallery keeps
         // no second copy of them once they are many (one graph in memory, none to build).
-        recognizer.gallery().share(faces.vectors());
+        recognizer
+            .gallery()
+            .share_when(faces.vectors(), config.gallery_sharing());
         let roster = Arc::new(Roster::open(recognizer, store).await?);
         if let Some(dir) = &config.known_people {
             let report = roster.enroll_directory(dir).await?;

@@ -57,6 +57,10 @@ pub struct UpArgs {
     engine: EngineArgs,
     #[command(flatten)]
     grouping: GroupingConfig,
+    /// Share of all faces that named faces must reach for lookups to search the face index
+    /// instead of a graph of their own (less memory, slower lookups; above 1: never).
+    #[arg(long, env = "FACEWIRE_GALLERY_SHARE_FROM", default_value_t = facewire_recognition::gallery::SHARED_FROM_SHARE)]
+    gallery_share_from: f64,
     /// Cosine similarity at or above which a face is identified as an enrolled person.
     #[arg(long, env = "FACEWIRE_MATCH_THRESHOLD", default_value_t = facewire_recognition::DEFAULT_MATCH_THRESHOLD)]
     match_threshold: f32,
@@ -94,6 +98,7 @@ impl UpArgs {
             known_people: self.known_people.clone(),
             image_root: Some(self.image_root.clone()),
             grouping: self.grouping,
+            gallery_share_from: self.gallery_share_from,
             ..facewire_config::declared_defaults()
         }
     }
