@@ -72,6 +72,12 @@ impl Default for JoinConfig {
 /// in, once per comparison while refining), so reading one must be cheap; it need not be
 /// a copy of the whole set ([`Stored`] reads the index's own vectors).
 pub trait Rows: Sync {
+    /// Rows held.
+    fn len(&self) -> usize;
+    /// Whether no row is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Values per row.
     fn dimensions(&self) -> usize;
     /// Writes row `i` (unit length) into `out`, or zeros when it is gone (a face deleted
@@ -94,19 +100,13 @@ impl<'a> Dense<'a> {
             dimensions,
         }
     }
-
-    /// Rows held.
-    pub fn len(&self) -> usize {
-        self.vectors.len() / self.dimensions
-    }
-
-    /// Whether no row is held.
-    pub fn is_empty(&self) -> bool {
-        self.vectors.is_empty()
-    }
 }
 
 impl Rows for Dense<'_> {
+    fn len(&self) -> usize {
+        self.vectors.len() / self.dimensions
+    }
+
     fn dimensions(&self) -> usize {
         self.dimensions
     }
@@ -132,6 +132,10 @@ impl<'a> Stored<'a> {
 }
 
 impl Rows for Stored<'_> {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
     fn dimensions(&self) -> usize {
         crate::VectorIndex::dimensions(self.index)
     }
@@ -143,66 +147,160 @@ impl Rows for Stored<'_> {
     }
 }
 
-/// For each of the `n = ids.len()` unit vectors in `rows` (row `i` is `ids[i]`), the
-/// others at `min_similarity` or more, best first (ties by lower id), at most `limit`.
+/// Every row's neighbours as (row, similarity), best first (ties by lower row), in one
+/// flat list: row `i`'s are `entries[offsets[i]..offsets[i + 1]]`. Eight bytes a neighbour
+/// and eight a row, where a list per row cost its header, its spare capacity and the
+/// allocator's words besides (a million faces' lists: ~85 MB against ~250 MB).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lists {
+    offsets: Vec<usize>,
+    entries: Vec<(u32, f32)>,
+}
+
+impl Lists {
+    /// `n` rows, no neighbours yet.
+    fn empty(n: usize) -> Self {
+        Lists {
+            offsets: vec![0; n + 1],
+            entries: Vec::new(),
+        }
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Neighbours held in all (a pair counts once in each of its rows).
+    pub fn pairs_held(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Row `i`'s neighbours as (row, similarity), best first.
+    pub fn row(&self, i: usize) -> &[(u32, f32)] {
+        &self.entries[self.offsets[i]..self.offsets[i + 1]]
+    }
+
+    /// Row `i`'s neighbours as faces (row `j` is `ids[j]`), best first, ties by lower id.
+    pub fn neighbours(&self, i: usize, ids: &[i64]) -> Vec<Neighbour> {
+        let mut list: Vec<Neighbour> = self
+            .row(i)
+            .iter()
+            .map(|&(j, s)| Neighbour {
+                id: ids[j as usize],
+                similarity: crate::clamp_similarity(s),
+            })
+            .collect();
+        crate::sort_best_first(&mut list);
+        list
+    }
+
+    fn holds(&self, i: u32, j: u32) -> bool {
+        self.row(i as usize).iter().any(|e| e.0 == j)
+    }
+
+    /// Adds `pairs` (each `(i, j, similarity)` to both rows), then keeps each row's
+    /// `limit` best, a pair found twice once. Grows in place: the rows move towards the
+    /// end, last row first, to open a gap after each for its new neighbours, so the lists
+    /// are never held twice; each batch of pairs is let go once it is in.
+    fn add(&mut self, pairs: Vec<Vec<(u32, u32, f32)>>, limit: usize) {
+        let n = self.len();
+        let mut extra = vec![0u32; n];
+        for &(i, j, _) in pairs.iter().flatten() {
+            extra[i as usize] += 1;
+            extra[j as usize] += 1;
+        }
+        let added: usize = extra.iter().map(|&e| e as usize).sum();
+        if added == 0 {
+            return;
+        }
+        let mut starts = vec![0usize; n + 1];
+        for i in 0..n {
+            starts[i + 1] = starts[i] + (self.offsets[i + 1] - self.offsets[i]) + extra[i] as usize;
+        }
+        drop(extra);
+        self.entries.resize(starts[n], (0, 0.0));
+        for i in (0..n).rev() {
+            // Row i's new place starts at or after its old one and ends before row i + 1's.
+            self.entries
+                .copy_within(self.offsets[i]..self.offsets[i + 1], starts[i]);
+        }
+        // `offsets` becomes each row's next free slot.
+        for (i, &start) in starts[..n].iter().enumerate() {
+            self.offsets[i] = start + (self.offsets[i + 1] - self.offsets[i]);
+        }
+        for (i, j, s) in pairs.into_iter().flatten() {
+            for (row, other) in [(i, j), (j, i)] {
+                let slot = &mut self.offsets[row as usize];
+                self.entries[*slot] = (other, s);
+                *slot += 1;
+            }
+        }
+        // Each row sorted, deduplicated, cut to `limit` and moved down to close the gaps.
+        let mut written = 0;
+        for i in 0..n {
+            let (start, end) = (starts[i], starts[i + 1]);
+            let row = &mut self.entries[start..end];
+            row.sort_unstable_by_key(|e| e.0);
+            let mut unique = 0;
+            for k in 0..row.len() {
+                if unique == 0 || row[unique - 1].0 != row[k].0 {
+                    row[unique] = row[k];
+                    unique += 1;
+                }
+            }
+            let row = &mut row[..unique];
+            row.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let kept = unique.min(limit);
+            self.entries.copy_within(start..start + kept, written);
+            self.offsets[i] = written;
+            written += kept;
+        }
+        self.offsets[n] = written;
+        self.entries.truncate(written);
+        self.entries.shrink_to_fit();
+    }
+}
+
+/// For each unit vector in `rows`, the others at `min_similarity` or more, best first, at
+/// most `limit`; [`Lists::neighbours`] names them by id.
 pub fn neighbours_within<R: Rows + ?Sized>(
-    ids: &[i64],
     rows: &R,
     min_similarity: f32,
     limit: usize,
     config: &JoinConfig,
-) -> Vec<Vec<Neighbour>> {
-    let n = ids.len();
+) -> Lists {
+    let n = rows.len();
     let sets = if n < config.exact_below {
         1
     } else {
         config.pivot_sets.max(1)
     };
-    let found: Vec<(u32, u32, f32)> = (0..sets)
-        .flat_map(|set| cell_pairs(rows, n, min_similarity, config, set, sets))
-        .collect();
     let threads = config.threads.max(1);
-
-    // Rows' neighbours as (row, similarity), best first, at most `limit`.
-    let mut local: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
-    let add = |local: &mut Vec<Vec<(u32, f32)>>, pairs: Vec<(u32, u32, f32)>| {
-        for (i, j, s) in pairs {
-            local[i as usize].push((j, s));
-            local[j as usize].push((i, s));
-        }
-        for list in local.iter_mut() {
-            // Several pivot sets find a pair once each.
-            list.sort_unstable_by_key(|e| e.0);
-            list.dedup_by_key(|e| e.0);
-            list.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            list.truncate(limit);
-        }
-    };
-    add(&mut local, found);
+    // Set by set, each set's pairs added before the next set's cells are made: a later
+    // set passes over the pairs already held, so the pairs are never all held at once.
+    let mut lists = Lists::empty(n);
+    for set in 0..sets {
+        let found = cell_pairs(rows, n, min_similarity, config, set, sets, &lists);
+        lists.add(found, limit);
+    }
     for _ in 0..config.refine_rounds {
-        let more = two_hop_pairs(&local, rows, min_similarity, config.refine_fanout, threads);
-        if more.is_empty() {
+        let more = two_hop_pairs(&lists, rows, min_similarity, config.refine_fanout, threads);
+        if more.iter().all(Vec::is_empty) {
             break;
         }
-        add(&mut local, more);
+        lists.add(more, limit);
     }
-    local
-        .into_iter()
-        .map(|list| {
-            let mut list: Vec<Neighbour> = list
-                .into_iter()
-                .map(|(j, s)| Neighbour {
-                    id: ids[j as usize],
-                    similarity: crate::clamp_similarity(s),
-                })
-                .collect();
-            crate::sort_best_first(&mut list);
-            list
-        })
-        .collect()
+    lists
 }
 
-/// The close pairs one set of cells finds (set `set` of `sets`; see the module docs).
+/// The close pairs one set of cells finds (set `set` of `sets`; see the module docs) that
+/// `known` does not hold yet, as each worker found them.
 fn cell_pairs<R: Rows + ?Sized>(
     rows: &R,
     n: usize,
@@ -210,14 +308,15 @@ fn cell_pairs<R: Rows + ?Sized>(
     config: &JoinConfig,
     set: usize,
     sets: usize,
-) -> Vec<(u32, u32, f32)> {
+    known: &Lists,
+) -> Vec<Vec<(u32, u32, f32)>> {
     let dimensions = rows.dimensions();
     let threads = config.threads.max(1);
 
-    // Cells: every vector in the cells of its `probes` most similar pivots; small sets are
-    // one cell.
-    let (members, cells_of) = if n < config.exact_below {
-        (vec![(0..n as u32).collect::<Vec<u32>>()], None)
+    // Cells: every vector in the cells of its `probes` most similar pivots (`probes` a
+    // row, side by side), each cell's members in row order; small sets are one cell.
+    let (cells, probes, cells_of) = if n < config.exact_below {
+        (1, 1, Vec::new())
     } else {
         let cells = (n / config.cell_size.max(1)).max(config.probes.max(1));
         let probes = config.probes.clamp(1, cells);
@@ -228,79 +327,86 @@ fn cell_pairs<R: Rows + ?Sized>(
         for (c, pivot) in pivots.chunks_exact_mut(dimensions).enumerate() {
             rows.read(((c as f64 * step + offset) as usize).min(n - 1), pivot);
         }
-        let cells_of: Vec<Vec<u32>> =
-            crate::parallel_map(n, threads, |i, (scores, row, order): &mut CellScratch| {
+        let mut cells_of = vec![0u32; n * probes];
+        crate::parallel_fill(
+            &mut cells_of,
+            probes,
+            threads,
+            |i, nearest, (scores, row, order): &mut CellScratch| {
                 scores.resize(cells, 0.0);
                 row.resize(dimensions, 0.0);
                 rows.read(i, row);
                 kernel::dots(&pivots, dimensions, row, scores);
-                nearest_cells(scores, probes, order)
-            });
-        let mut members = vec![Vec::new(); cells];
-        for (i, cs) in cells_of.iter().enumerate() {
+                nearest_cells(scores, nearest, order);
+            },
+        );
+        (cells, probes, cells_of)
+    };
+    let cells_of_row = |i: u32| &cells_of[i as usize * probes..(i as usize + 1) * probes];
+    let mut starts = vec![0usize; cells + 1];
+    let members: Vec<u32> = if cells_of.is_empty() {
+        starts[1] = n;
+        (0..n as u32).collect()
+    } else {
+        for &c in &cells_of {
+            starts[c as usize + 1] += 1;
+        }
+        for c in 0..cells {
+            starts[c + 1] += starts[c];
+        }
+        let mut next = starts.clone();
+        let mut members = vec![0u32; cells_of.len()];
+        for (i, cs) in cells_of.chunks_exact(probes).enumerate() {
             for &c in cs {
-                members[c as usize].push(i as u32);
+                members[next[c as usize]] = i as u32;
+                next[c as usize] += 1;
             }
         }
-        (members, Some(cells_of))
+        members
     };
 
     // Pairs, cell by cell, biggest cells first so the threads finish together.
-    let mut order: Vec<usize> = (0..members.len()).collect();
-    order.sort_unstable_by_key(|&c| std::cmp::Reverse(members[c].len()));
-    let found: Vec<Vec<(u32, u32, f32)>> = {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut pairs = Vec::new();
-                        let mut block = Vec::new();
-                        let mut scores = Vec::new();
-                        loop {
-                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(&cell) = order.get(k) else {
-                                break pairs;
-                            };
-                            let items = &members[cell];
-                            block.resize(items.len() * dimensions, 0.0);
-                            for (&i, out) in items.iter().zip(block.chunks_exact_mut(dimensions)) {
-                                rows.read(i as usize, out);
-                            }
-                            for (a, &i) in items.iter().enumerate() {
-                                let (head, rest) = block.split_at((a + 1) * dimensions);
-                                let query = &head[a * dimensions..];
-                                scores.resize(items.len() - a - 1, 0.0);
-                                kernel::dots(rest, dimensions, query, &mut scores);
-                                for (b, &s) in scores.iter().enumerate() {
-                                    if s < min_similarity {
-                                        continue;
-                                    }
-                                    let j = items[a + 1 + b];
-                                    // Counted once: in the first cell both are in.
-                                    let first = match &cells_of {
-                                        Some(cells_of) => first_shared(
-                                            &cells_of[i as usize],
-                                            &cells_of[j as usize],
-                                        ),
-                                        None => Some(cell as u32),
-                                    };
-                                    if first == Some(cell as u32) {
-                                        pairs.push((i, j, s));
-                                    }
-                                }
-                            }
-                        }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("a join worker panicked"))
-                .collect()
-        })
-    };
-    found.into_iter().flatten().collect()
+    let mut order: Vec<usize> = (0..cells).collect();
+    order.sort_unstable_by_key(|&c| std::cmp::Reverse(starts[c + 1] - starts[c]));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    crate::parallel_ranges(threads, threads, |_| {
+        let mut pairs = Vec::new();
+        let mut block = Vec::new();
+        let mut scores = Vec::new();
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&cell) = order.get(k) else {
+                break pairs;
+            };
+            let items = &members[starts[cell]..starts[cell + 1]];
+            block.resize(items.len() * dimensions, 0.0);
+            for (&i, out) in items.iter().zip(block.chunks_exact_mut(dimensions)) {
+                rows.read(i as usize, out);
+            }
+            for (a, &i) in items.iter().enumerate() {
+                let (head, rest) = block.split_at((a + 1) * dimensions);
+                let query = &head[a * dimensions..];
+                scores.resize(items.len() - a - 1, 0.0);
+                kernel::dots(rest, dimensions, query, &mut scores);
+                for (b, &s) in scores.iter().enumerate() {
+                    if s < min_similarity {
+                        continue;
+                    }
+                    let j = items[a + 1 + b];
+                    // Counted once: in the first cell both are in, and only if no
+                    // earlier set of cells found it.
+                    let first = if cells_of.is_empty() {
+                        Some(cell as u32)
+                    } else {
+                        first_shared(cells_of_row(i), cells_of_row(j))
+                    };
+                    if first == Some(cell as u32) && !known.holds(i, j) {
+                        pairs.push((i, j, s));
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// The close pairs a row's neighbours' neighbours add (one round of neighbourhood
@@ -309,23 +415,23 @@ fn cell_pairs<R: Rows + ?Sized>(
 /// compared exactly. Faces of one person are close to one another, so a pair the cells
 /// missed is usually two hops apart; each pair is found once, from its lower row.
 fn two_hop_pairs<R: Rows + ?Sized>(
-    local: &[Vec<(u32, f32)>],
+    lists: &Lists,
     rows: &R,
     min_similarity: f32,
     fanout: usize,
     threads: usize,
-) -> Vec<(u32, u32, f32)> {
+) -> Vec<Vec<(u32, u32, f32)>> {
     let dimensions = rows.dimensions();
-    let found = crate::parallel_map(
-        local.len(),
-        threads,
-        |i, (known, candidates, block, scores): &mut Scratch| {
+    crate::parallel_ranges(lists.len(), threads, |range| {
+        let (mut known, mut candidates, mut block, mut scores): Scratch = Default::default();
+        let mut pairs = Vec::new();
+        for i in range {
             known.clear();
-            known.extend(local[i].iter().map(|&(j, _)| j));
+            known.extend(lists.row(i).iter().map(|&(j, _)| j));
             known.sort_unstable();
             candidates.clear();
-            for &(j, _) in local[i].iter().take(fanout) {
-                for &(k, _) in local[j as usize].iter().take(fanout) {
+            for &(j, _) in lists.row(i).iter().take(fanout) {
+                for &(k, _) in lists.row(j as usize).iter().take(fanout) {
                     if k as usize > i && known.binary_search(&k).is_err() {
                         candidates.push(k);
                     }
@@ -341,30 +447,31 @@ fn two_hop_pairs<R: Rows + ?Sized>(
                 rows.read(k as usize, out);
             }
             scores.resize(candidates.len(), 0.0);
-            kernel::dots(rest, dimensions, query, scores);
-            candidates
-                .iter()
-                .zip(scores.iter())
-                .filter(|&(_, &s)| s >= min_similarity)
-                .map(|(&k, &s)| (i as u32, k, s))
-                .collect::<Vec<_>>()
-        },
-    );
-    found.into_iter().flatten().collect()
+            kernel::dots(rest, dimensions, query, &mut scores);
+            pairs.extend(
+                candidates
+                    .iter()
+                    .zip(scores.iter())
+                    .filter(|&(_, &s)| s >= min_similarity)
+                    .map(|(&k, &s)| (i as u32, k, s)),
+            );
+        }
+        pairs
+    })
 }
 
-/// The `probes` cells of the highest `scores`, in cell order, in a list of its own that
-/// holds just them: `order` (every cell's rank) is scratch. One is kept per face for the
-/// whole join; keeping the ranking instead held 16 KiB a face, 16 GiB at a million faces.
-fn nearest_cells(scores: &[f32], probes: usize, order: &mut Vec<u32>) -> Vec<u32> {
+/// Writes the `nearest.len()` cells of the highest `scores` into `nearest`, in cell order:
+/// a fixed slot per face in one table for the whole join. `order` (every cell's rank) is
+/// scratch; keeping the ranking per face instead once held 16 GiB at a million faces.
+fn nearest_cells(scores: &[f32], nearest: &mut [u32], order: &mut Vec<u32>) {
+    let probes = nearest.len();
     order.clear();
     order.extend(0..scores.len() as u32);
     order.select_nth_unstable_by(probes - 1, |a, b| {
         scores[*b as usize].total_cmp(&scores[*a as usize])
     });
-    let mut nearest = order[..probes].to_vec();
+    nearest.copy_from_slice(&order[..probes]);
     nearest.sort_unstable();
-    nearest
 }
 
 /// A cell-assigning worker's buffers: a row's similarity to every pivot, the row, and the
@@ -411,6 +518,11 @@ mod tests {
             .collect()
     }
 
+    /// Every row's list as faces.
+    fn as_faces(lists: &Lists, ids: &[i64]) -> Vec<Vec<Neighbour>> {
+        (0..lists.len()).map(|i| lists.neighbours(i, ids)).collect()
+    }
+
     fn faces(n: usize) -> Vec<f32> {
         let generator = FaceGenerator::new(Params::sface_like(n / 10, 3));
         (0..n).flat_map(|i| generator.face(i)).collect()
@@ -421,37 +533,75 @@ mod tests {
         let d = 128;
         let vectors = faces(600);
         let ids: Vec<i64> = (0..600).collect();
-        let got = neighbours_within(
-            &ids,
-            &Dense::new(&vectors, d),
-            0.5,
-            64,
-            &JoinConfig::default(),
-        );
-        let got: Vec<Vec<i64>> = got
+        let got = neighbours_within(&Dense::new(&vectors, d), 0.5, 64, &JoinConfig::default());
+        let got: Vec<Vec<i64>> = as_faces(&got, &ids)
             .into_iter()
             .map(|l| l.into_iter().map(|nb| nb.id).collect())
             .collect();
         assert_eq!(got, exact(&vectors, d, 0.5));
     }
 
-    /// A face's cells are its own short list, not the ranking of every cell: the join
-    /// keeps one per face (a million faces among 4 000 cells once held 16 GiB of rankings).
+    /// A face's cells are its `probes` nearest in a fixed slot, not the ranking of every
+    /// cell (a million faces among 4 000 cells once held 16 GiB of rankings).
     #[test]
     fn a_face_keeps_only_its_nearest_cells() {
         let scores: Vec<f32> = (0..4_000).map(|c| ((c * 7919) % 4_001) as f32).collect();
         let mut order = Vec::new();
-        let nearest = nearest_cells(&scores, 8, &mut order);
-        assert_eq!(nearest.capacity(), 8);
+        let mut nearest = [0u32; 8];
+        nearest_cells(&scores, &mut nearest, &mut order);
         let mut want: Vec<u32> = (0..4_000u32).collect();
         want.sort_by(|a, b| scores[*b as usize].total_cmp(&scores[*a as usize]));
         want.truncate(8);
         want.sort_unstable();
-        assert_eq!(nearest, want);
+        assert_eq!(nearest.as_slice(), want.as_slice());
         assert!(
             order.capacity() >= 4_000,
             "the ranking stays in the scratch buffer"
         );
+    }
+
+    /// Lists grown in place batch by batch hold what all the pairs added at once give:
+    /// each pair once in both its rows, best first, cut to the limit, no room to spare.
+    #[test]
+    fn lists_grown_batch_by_batch_hold_what_one_batch_gives() {
+        let (n, limit) = (300u32, 12);
+        let mut pairs = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        while pairs.len() < 5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (a, b) = ((x % n as u64) as u32, ((x >> 32) % n as u64) as u32);
+            if a != b {
+                let (i, j) = (a.min(b), a.max(b));
+                // A pair's similarity is the pair's own, however often it is found.
+                pairs.push((i, j, ((i * 31 + j * 17) % 1_000) as f32 / 1_000.0));
+            }
+        }
+        let mut once = Lists::empty(n as usize);
+        once.add(vec![pairs.clone()], limit);
+        let mut batched = Lists::empty(n as usize);
+        for batch in pairs.chunks(700) {
+            batched.add(vec![batch.to_vec()], limit);
+        }
+        assert_eq!(once, batched);
+        assert_eq!(batched.entries.capacity(), batched.entries.len());
+        for i in 0..n {
+            let mut want: Vec<(u32, f32)> = pairs
+                .iter()
+                .filter_map(|&(a, b, s)| match (a == i, b == i) {
+                    (true, _) => Some((b, s)),
+                    (_, true) => Some((a, s)),
+                    _ => None,
+                })
+                .collect();
+            want.sort_by_key(|e| e.0);
+            want.dedup_by_key(|e| e.0);
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            want.truncate(limit);
+            assert_eq!(once.row(i as usize), want.as_slice(), "row {i}");
+        }
+        assert!(once.pairs_held() > 0 && (0..n as usize).any(|i| once.row(i).len() == limit));
     }
 
     /// Cells of ~50 faces, so a few thousand faces make many of them.
@@ -470,7 +620,8 @@ mod tests {
         let vectors = faces(n);
         let ids: Vec<i64> = (0..n as i64).map(|i| i * 3 + 1).collect();
         let config = small_cells();
-        let got = neighbours_within(&ids, &Dense::new(&vectors, d), 0.5, 64, &config);
+        let got = neighbours_within(&Dense::new(&vectors, d), 0.5, 64, &config);
+        let got = as_faces(&got, &ids);
         let truth = exact(&vectors, d, 0.5);
         let (mut found, mut wanted) = (0usize, 0usize);
         for (i, list) in got.iter().enumerate() {
@@ -498,7 +649,8 @@ mod tests {
     fn pair_recall(vectors: &[f32], truth: &[Vec<i64>], config: &JoinConfig) -> f64 {
         let n = truth.len();
         let ids: Vec<i64> = (0..n as i64).collect();
-        let got = neighbours_within(&ids, &Dense::new(vectors, 128), 0.5, 64, config);
+        let got = neighbours_within(&Dense::new(vectors, 128), 0.5, 64, config);
+        let got = as_faces(&got, &ids);
         let (mut found, mut wanted) = (0usize, 0usize);
         for (i, list) in got.iter().enumerate() {
             let mut ids_found: Vec<i64> = list.iter().map(|nb| nb.id).collect();
@@ -582,9 +734,10 @@ mod tests {
                 .iter()
                 .flat_map(|&id| index.vector(id).unwrap_or_else(|| vec![0.0; 128]))
                 .collect();
-            let stored = neighbours_within(&ids, &Stored::new(&index, &ids), 0.5, 64, &config);
-            let copied = neighbours_within(&ids, &Dense::new(&copy, 128), 0.5, 64, &config);
+            let stored = neighbours_within(&Stored::new(&index, &ids), 0.5, 64, &config);
+            let copied = neighbours_within(&Dense::new(&copy, 128), 0.5, 64, &config);
             assert_eq!(stored, copied, "threshold {threshold}");
+            let stored = as_faces(&stored, &ids);
             assert!(stored[10].is_empty());
             assert!(stored.iter().all(|l| l.iter().all(|nb| nb.id != gone)));
             assert!(stored.iter().filter(|l| !l.is_empty()).count() > n / 2);

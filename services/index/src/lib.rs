@@ -189,23 +189,58 @@ pub fn parallel_map<T: Send, S: Default>(
     threads: usize,
     f: impl Fn(usize, &mut S) -> T + Sync,
 ) -> Vec<T> {
+    parallel_ranges(n, threads, |range| {
+        let mut scratch = S::default();
+        range.map(|i| f(i, &mut scratch)).collect::<Vec<T>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `f(range)` for `0..n` split into one contiguous range per thread, results in range
+/// order: for work that gathers one result per thread rather than one per item.
+pub fn parallel_ranges<T: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<T> {
     let chunk = n.div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..n)
             .step_by(chunk)
             .map(|from| {
                 let f = &f;
-                scope.spawn(move || {
-                    let mut scratch = S::default();
-                    (from..(from + chunk).min(n))
-                        .map(|i| f(i, &mut scratch))
-                        .collect::<Vec<T>>()
-                })
+                scope.spawn(move || f(from..(from + chunk).min(n)))
             })
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().expect("a join worker panicked"))
+            .map(|w| w.join().expect("a parallel worker panicked"))
             .collect()
     })
+}
+
+/// `f(i, slot, scratch)` for each `width`-wide slot `i` of `out` on `threads` threads:
+/// results written in place, with no per-item allocation to gather.
+pub fn parallel_fill<T: Send, S: Default>(
+    out: &mut [T],
+    width: usize,
+    threads: usize,
+    f: impl Fn(usize, &mut [T], &mut S) + Sync,
+) {
+    assert!(width > 0 && out.len().is_multiple_of(width));
+    let n = out.len() / width;
+    let chunk = n.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        for (k, part) in out.chunks_mut(chunk * width).enumerate() {
+            let f = &f;
+            scope.spawn(move || {
+                let mut scratch = S::default();
+                for (j, slot) in part.chunks_exact_mut(width).enumerate() {
+                    f(k * chunk + j, slot, &mut scratch);
+                }
+            });
+        }
+    });
 }

@@ -189,8 +189,28 @@ pub enum Decision {
 /// Neighbour lists worked out ahead, on every core, for a pass over many faces: each
 /// face's neighbours as (id, similarity), best first. Persons are looked up when a
 /// decision is made, so decisions earlier in the pass are seen by later ones.
-#[derive(Debug, Default)]
-pub struct Neighbourhoods(HashMap<i64, NeighbourList>);
+#[derive(Debug)]
+pub struct Neighbourhoods(Held);
+
+/// How [`Neighbourhoods`] holds its lists.
+#[derive(Debug)]
+enum Held {
+    /// A list per face, searched one by one (a pass over fewer faces).
+    Searched(HashMap<i64, NeighbourList>),
+    /// One join's flat lists, row `i` face `ids[i]`; `by_id` orders the rows by id when
+    /// `ids` is not ascending.
+    Joined {
+        ids: Vec<i64>,
+        by_id: Option<Vec<u32>>,
+        lists: facewire_index::join::Lists,
+    },
+}
+
+impl Default for Neighbourhoods {
+    fn default() -> Self {
+        Neighbourhoods(Held::Searched(HashMap::new()))
+    }
+}
 
 /// A face's neighbours, best first.
 type NeighbourList = Vec<Neighbour>;
@@ -207,27 +227,60 @@ impl Neighbourhoods {
         )
     }
 
-    /// [`Neighbourhoods::joined`] over any rows (the face index's own, read in place), the
-    /// join tuned by `join` (the bench's trials).
+    /// [`Neighbourhoods::joined`] over any rows (the face index's own, read in place; row
+    /// `i` is face `ids[i]`), the join tuned by `join` (the bench's trials). The lists
+    /// stay as flat as the join makes them; a face's becomes a list when asked for.
     pub fn joined_with<R: facewire_index::join::Rows + ?Sized>(
         ids: &[i64],
         rows: &R,
         min_similarity: f32,
         join: &facewire_index::join::JoinConfig,
     ) -> Self {
-        let lists =
-            facewire_index::join::neighbours_within(ids, rows, min_similarity, NEIGHBOURS, join);
-        Neighbourhoods(ids.iter().copied().zip(lists).collect())
+        assert_eq!(rows.len(), ids.len(), "one row per id");
+        let lists = facewire_index::join::neighbours_within(rows, min_similarity, NEIGHBOURS, join);
+        Self::of_join(ids.to_vec(), lists)
+    }
+
+    /// A join's lists, row `i` face `ids[i]`.
+    fn of_join(ids: Vec<i64>, lists: facewire_index::join::Lists) -> Self {
+        let by_id = (!ids.is_sorted()).then(|| {
+            let mut rows: Vec<u32> = (0..ids.len() as u32).collect();
+            rows.sort_unstable_by_key(|&r| ids[r as usize]);
+            rows
+        });
+        Neighbourhoods(Held::Joined { ids, by_id, lists })
+    }
+
+    /// The neighbours of `face_id`, if it has a list.
+    fn get(&self, face_id: i64) -> Option<NeighbourList> {
+        match &self.0 {
+            Held::Searched(lists) => lists.get(&face_id).cloned(),
+            Held::Joined { ids, by_id, lists } => {
+                let row = match by_id {
+                    None => ids.binary_search(&face_id).ok()?,
+                    Some(by_id) => {
+                        let k = by_id
+                            .binary_search_by_key(&face_id, |&r| ids[r as usize])
+                            .ok()?;
+                        by_id[k] as usize
+                    }
+                };
+                Some(lists.neighbours(row, ids))
+            }
+        }
     }
 
     /// Faces with a list.
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.0 {
+            Held::Searched(lists) => lists.len(),
+            Held::Joined { lists, .. } => lists.len(),
+        }
     }
 
     /// Whether no face has a list.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }
 
@@ -512,8 +565,8 @@ impl FaceIndex {
     /// The neighbours of `face_id` with what the index knows of them now: from `ahead`
     /// when it has the face's list, else by a search. `None` when the face is unknown.
     fn neighbours(&self, face_id: i64, ahead: Option<&Neighbourhoods>) -> Option<Vec<Similar>> {
-        let found = match ahead.and_then(|a| a.0.get(&face_id)) {
-            Some(list) => list.clone(),
+        let found = match ahead.and_then(|a| a.get(face_id)) {
+            Some(list) => list,
             None => self.search_neighbours(face_id, &self.embedding(face_id)?),
         };
         Some(self.described(found))
@@ -532,12 +585,13 @@ impl FaceIndex {
             let mut ids: Vec<i64> = self.meta_read().keys().copied().collect();
             ids.retain(|&id| self.vectors.contains(id));
             ids.sort_unstable();
-            return Neighbourhoods::joined_with(
-                &ids,
+            let lists = facewire_index::join::neighbours_within(
                 &facewire_index::join::Stored::new(&self.vectors, &ids),
                 self.config.min_similarity,
+                NEIGHBOURS,
                 &facewire_index::join::JoinConfig::default(),
             );
+            return Neighbourhoods::of_join(ids, lists);
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let lists = facewire_index::parallel_map(faces.len(), threads, |i, _: &mut ()| {
@@ -545,7 +599,7 @@ impl FaceIndex {
             let embedding = self.embedding(face)?;
             Some((face, self.search_neighbours(face, &embedding)))
         });
-        Neighbourhoods(lists.into_iter().flatten().collect())
+        Neighbourhoods(Held::Searched(lists.into_iter().flatten().collect()))
     }
 
     fn is_core(&self, face_id: i64, meta: &FaceMeta, ahead: Option<&Neighbourhoods>) -> bool {

@@ -1364,10 +1364,12 @@ fn grouping_pass(
     let ahead = index.neighbourhoods(&ids);
     let lists = t.elapsed();
     let peak_in_place = rss_mib("VmHWM:");
+    // What the pass holds through its decisions: the index and every face's list.
+    let rss_lists = rss_mib("VmRSS:");
     let (decide, _, person_of) = decide_in_order(&index, &ids, &ahead);
     let (precision, recall, clusters) = bcubed(&person_of, &generator, n);
     eprintln!(
-        "grouping (pass): lists in {:.0} s (peak {peak_in_place:.0} MiB), decided in {:.1} s; copying for the earlier way ...",
+        "grouping (pass): lists in {:.0} s (peak {peak_in_place:.0} MiB, {rss_lists:.0} MiB holding them), decided in {:.1} s; copying for the earlier way ...",
         lists.as_secs_f64(),
         decide.as_secs_f64()
     );
@@ -1400,7 +1402,7 @@ fn grouping_pass(
         lists_copy.as_secs_f64(),
     );
     println!(
-        "grouping_pass faces={n} build_s={:.1} neighbours_s={:.1} decide_s={:.1} bcubed_precision={precision:.3} bcubed_recall={recall:.3} rss_built_mib={rss_built:.0} peak_rss_mib={peak_in_place:.0} copy_neighbours_s={:.1} copy_peak_rss_mib={peak_copy:.0}",
+        "grouping_pass faces={n} build_s={:.1} neighbours_s={:.1} decide_s={:.1} bcubed_precision={precision:.3} bcubed_recall={recall:.3} rss_built_mib={rss_built:.0} peak_rss_mib={peak_in_place:.0} lists_rss_mib={rss_lists:.0} copy_neighbours_s={:.1} copy_peak_rss_mib={peak_copy:.0}",
         build.as_secs_f64(),
         lists.as_secs_f64(),
         decide.as_secs_f64(),
