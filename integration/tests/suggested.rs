@@ -202,6 +202,39 @@ async fn a_folder_of_unknown_people_ends_as_one_suggestion_each() {
         "FACEWIRE_LOG".into(),
         "warn,facewire_recognition=info".into(),
     );
+    let saved = std::fs::read(&snapshot).unwrap();
+
+    // Searching on the database directly starts from the same snapshot (read, never
+    // written) and answers as the service did.
+    let out = tokio::process::Command::new(facewire_bin())
+        .args(["search", "--face", &face, "--json"])
+        .envs(&env)
+        .env("FACEWIRE_MODEL_DIR", workspace_root().join("models"))
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let logged = without_colours(&String::from_utf8_lossy(&out.stderr));
+    let loaded = logged
+        .lines()
+        .find(|line| line.contains("face index loaded"))
+        .unwrap_or_else(|| panic!("no load logged: {logged}"));
+    assert!(
+        count(loaded, "from_snapshot") >= found_counts.values().sum::<usize>(),
+        "{loaded}"
+    );
+    assert_eq!(count(loaded, "from_database"), 0, "{loaded}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read(&snapshot).unwrap(),
+        saved,
+        "the snapshot was written"
+    );
+
     let up = Service::spawn(&["up"], &env).await;
     let c = ServerCli {
         dir,
@@ -214,24 +247,26 @@ async fn a_folder_of_unknown_people_ends_as_one_suggestion_each() {
         .find(|line| line.contains("face index loaded"))
         .map(|line| without_colours(&line))
         .unwrap_or_else(|| panic!("no load logged: {:?}", up.logs()));
-    let count = |field: &str| -> usize {
-        let at = loaded
-            .find(field)
-            .unwrap_or_else(|| panic!("{field}: {loaded}"))
-            + field.len();
-        let digits: String = loaded[at..]
-            .chars()
-            .skip_while(|c| !c.is_ascii_digit())
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().unwrap()
-    };
     assert!(
-        count("from_snapshot") >= found_counts.values().sum::<usize>(),
+        count(&loaded, "from_snapshot") >= found_counts.values().sum::<usize>(),
         "{loaded}"
     );
-    assert_eq!(count("from_database"), 0, "{loaded}");
+    assert_eq!(count(&loaded, "from_database"), 0, "{loaded}");
     assert_eq!(c.json(&["search", "--face", &face]).await, before);
+}
+
+/// The number logged after `field` in `line`.
+fn count(line: &str, field: &str) -> usize {
+    let at = line
+        .find(field)
+        .unwrap_or_else(|| panic!("{field}: {line}"))
+        + field.len();
+    let digits: String = line[at..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
 }
 
 /// `line` without the terminal colour codes (`ESC [ ... m`) the text log format adds.

@@ -1,7 +1,11 @@
 //! The recognition service's configuration: one clap struct, every field a flag or a
 //! `FACEWIRE_*` environment variable, every default usable on a laptop.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use facewire_config::{AuthConfig, DrainConfig, StorageConfig, TlsConfig};
 
@@ -208,19 +212,22 @@ impl RecognitionConfig {
 
     /// Where the face index snapshot lives, if anywhere (see `face_index_snapshot`).
     pub fn face_index_snapshot(&self) -> Option<PathBuf> {
-        match &self.face_index_snapshot {
-            Some(path) if path.as_os_str().is_empty() || path.as_os_str() == "none" => None,
-            Some(path) => Some(path.clone()),
-            None if self
-                .storage
-                .database_url
-                .as_deref()
-                .is_none_or(str::is_empty) =>
-            {
-                Some(self.storage.data_dir.join("face-index.usearch"))
-            }
-            None => None,
+        face_index_snapshot(self.face_index_snapshot.as_deref(), &self.storage)
+    }
+}
+
+/// Where the face index snapshot of a deployment lives: `given` (`none` or empty: nowhere),
+/// else `face-index.usearch` in the data dir with the embedded SQLite database, else (a
+/// database server) nowhere. The service writes it; a command working on the database
+/// directly reads it.
+pub fn face_index_snapshot(given: Option<&Path>, storage: &StorageConfig) -> Option<PathBuf> {
+    match given {
+        Some(path) if path.as_os_str().is_empty() || path.as_os_str() == "none" => None,
+        Some(path) => Some(path.to_path_buf()),
+        None if storage.database_url.as_deref().is_none_or(str::is_empty) => {
+            Some(storage.data_dir.join("face-index.usearch"))
         }
+        None => None,
     }
 }
 

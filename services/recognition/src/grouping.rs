@@ -104,6 +104,17 @@ impl Default for GroupingConfig {
 }
 
 impl GroupingConfig {
+    /// The settings the environment gives (`FACEWIRE_GROUPING_*`, as the service reads
+    /// them), for a command that is not the service but must act as it does.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct FromEnv {
+            #[command(flatten)]
+            grouping: GroupingConfig,
+        }
+        <FromEnv as clap::Parser>::try_parse_from(["facewire"]).map(|f| f.grouping)
+    }
+
     /// The face index's settings.
     pub fn index(&self) -> AutoConfig {
         AutoConfig {
@@ -318,6 +329,30 @@ impl FaceIndex {
     /// Builds the index from every stored face.
     pub async fn load(store: &Store, config: GroupingConfig) -> Result<Self, StoreError> {
         Ok(Self::load_from(store, config, None).await?.0)
+    }
+
+    /// [`FaceIndex::load_from`], logged: how many faces came from the snapshot and how
+    /// many from the database, and why a snapshot was refused. What the service does at
+    /// start, and a command working on the database directly before it searches.
+    pub async fn load_logged(
+        store: &Store,
+        config: GroupingConfig,
+        snapshot: Option<&Path>,
+    ) -> Result<(Self, Loaded), StoreError> {
+        let started = std::time::Instant::now();
+        let (index, loaded) = Self::load_from(store, config, snapshot).await?;
+        if let (Some(path), Some(why)) = (snapshot, &loaded.snapshot_refused) {
+            tracing::warn!(path = %path.display(), "face index snapshot not used ({why}); built from the database");
+        }
+        tracing::info!(
+            faces = index.len(),
+            from_snapshot = loaded.restored,
+            from_database = loaded.indexed,
+            dropped = loaded.removed,
+            seconds = started.elapsed().as_secs_f64(),
+            "face index loaded"
+        );
+        Ok((index, loaded))
     }
 
     /// Builds the index from every stored face, starting from the snapshot at `snapshot`

@@ -146,21 +146,9 @@ impl Recognition {
         let tls = TlsAcceptor::from_config(&config.tls)?;
         let recognizer = Arc::new(load_recognizer(config.recognizer.options()).await?);
         let snapshot = config.face_index_snapshot();
-        let started = std::time::Instant::now();
         let (faces, loaded) =
-            grouping::FaceIndex::load_from(&store, config.grouping, snapshot.as_deref()).await?;
+            grouping::FaceIndex::load_logged(&store, config.grouping, snapshot.as_deref()).await?;
         let faces = Arc::new(faces);
-        if let (Some(path), Some(why)) = (&snapshot, &loaded.snapshot_refused) {
-            tracing::warn!(path = %path.display(), "face index snapshot not used ({why}); built from the database");
-        }
-        tracing::info!(
-            faces = faces.len(),
-            from_snapshot = loaded.restored,
-            from_database = loaded.indexed,
-            dropped = loaded.removed,
-            seconds = started.elapsed().as_secs_f64(),
-            "face index loaded"
-        );
         // The gallery's faces are among the face index's: loaded after it, the gallery keeps
         // no second copy of them once they are many (one graph in memory, none to build).
         recognizer

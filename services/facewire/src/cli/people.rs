@@ -12,6 +12,7 @@ use facewire_config::StorageConfig;
 use facewire_proto::v1 as pb;
 use facewire_proto::BearerAuth;
 use facewire_recognition::{
+    config::face_index_snapshot,
     grouping::{FaceIndex, GroupingConfig},
     load_recognizer, People, PeopleApi, RecognizerArgs, Roster,
 };
@@ -108,6 +109,13 @@ pub struct SearchArgs {
     /// Only faces at least this similar (cosine).
     #[arg(long, default_value_t = 0.3)]
     pub min_similarity: f32,
+    /// The face index snapshot the deployment keeps (as `facewire up` is told; default
+    /// `face-index.usearch` in the data dir with the embedded database, `none`: none).
+    /// Working on the database directly, search starts from it, checked face by face
+    /// against the database, instead of rebuilding a large library's graph; it is read,
+    /// never written.
+    #[arg(long, env = "FACEWIRE_FACE_INDEX_SNAPSHOT")]
+    pub face_index_snapshot: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub target: Target,
 }
@@ -245,12 +253,15 @@ macro_rules! call {
 
 impl Api {
     async fn open(target: &Target) -> anyhow::Result<Self> {
-        Self::open_with(target, false).await
+        Self::open_with(target, None).await
     }
 
-    /// Like [`Api::open`]; `with_index` also builds the face index when working on the
-    /// database directly (search by face needs it).
-    async fn open_with(target: &Target, with_index: bool) -> anyhow::Result<Self> {
+    /// Like [`Api::open`]; with `index`, working on the database directly also loads the
+    /// face index (search by face needs it): those settings, from that snapshot if any.
+    async fn open_with(
+        target: &Target,
+        index: Option<(GroupingConfig, Option<&std::path::Path>)>,
+    ) -> anyhow::Result<Self> {
         match &target.server {
             Some(url) => {
                 let options = target.access.options()?;
@@ -271,9 +282,14 @@ impl Api {
                 let recognizer = load_recognizer(target.recognizer.options()).await?;
                 let roster = Roster::open(recognizer.into(), store.clone()).await?;
                 let mut people = People::new(roster.into(), None);
-                if with_index {
-                    let grouping = GroupingConfig::default();
-                    let index = FaceIndex::load(&store, grouping).await?;
+                if let Some((grouping, given)) = index {
+                    let snapshot = face_index_snapshot(given, &target.storage);
+                    let spinner = indicatif::ProgressBar::new_spinner()
+                        .with_message("loading the face index");
+                    spinner.enable_steady_tick(Duration::from_millis(200));
+                    let (index, _) =
+                        FaceIndex::load_logged(&store, grouping, snapshot.as_deref()).await?;
+                    spinner.finish_and_clear();
                     people = people.with_face_index(index.into(), grouping);
                 }
                 Ok(Api::Local {
@@ -612,7 +628,16 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         (None, Some(id)) => pb::search_faces_request::Query::FaceId(id),
         (None, None) => anyhow::bail!("give an image file or --face ID"),
     };
-    let api = Api::open_with(&args.target, true).await?;
+    let api = Api::open_with(
+        &args.target,
+        // The deployment's grouping settings (the face index's among them) from its
+        // environment, so searching on the database directly answers as the service would.
+        Some((
+            GroupingConfig::from_env()?,
+            args.face_index_snapshot.as_deref(),
+        )),
+    )
+    .await?;
     let found = call!(
         &api,
         search_faces,
