@@ -315,10 +315,14 @@ fn cell_pairs<R: Rows + ?Sized>(
 
     // Cells: every vector in the cells of its `probes` most similar pivots (`probes` a
     // row, side by side), each cell's members in row order; small sets are one cell.
+    // Cells are numbered in 16 bits (2 bytes a probe; 16 MB at a million faces): from
+    // 16 million vectors on, cells grow past `cell_size` rather than outnumber 65 536.
     let (cells, probes, cells_of) = if n < config.exact_below {
         (1, 1, Vec::new())
     } else {
-        let cells = (n / config.cell_size.max(1)).max(config.probes.max(1));
+        let cells = (n / config.cell_size.max(1))
+            .max(config.probes.max(1))
+            .min(MAX_CELLS);
         let probes = config.probes.clamp(1, cells);
         // Evenly spaced rows; each further set starts a fraction of a step later.
         let step = n as f64 / cells as f64;
@@ -327,7 +331,7 @@ fn cell_pairs<R: Rows + ?Sized>(
         for (c, pivot) in pivots.chunks_exact_mut(dimensions).enumerate() {
             rows.read(((c as f64 * step + offset) as usize).min(n - 1), pivot);
         }
-        let mut cells_of = vec![0u32; n * probes];
+        let mut cells_of = vec![0u16; n * probes];
         crate::parallel_fill(
             &mut cells_of,
             probes,
@@ -396,11 +400,11 @@ fn cell_pairs<R: Rows + ?Sized>(
                     // Counted once: in the first cell both are in, and only if no
                     // earlier set of cells found it.
                     let first = if cells_of.is_empty() {
-                        Some(cell as u32)
+                        Some(cell as u16)
                     } else {
                         first_shared(cells_of_row(i), cells_of_row(j))
                     };
-                    if first == Some(cell as u32) && !known.holds(i, j) {
+                    if first == Some(cell as u16) && !known.holds(i, j) {
                         pairs.push((i, j, s));
                     }
                 }
@@ -463,10 +467,11 @@ fn two_hop_pairs<R: Rows + ?Sized>(
 /// Writes the `nearest.len()` cells of the highest `scores` into `nearest`, in cell order:
 /// a fixed slot per face in one table for the whole join. `order` (every cell's rank) is
 /// scratch; keeping the ranking per face instead once held 16 GiB at a million faces.
-fn nearest_cells(scores: &[f32], nearest: &mut [u32], order: &mut Vec<u32>) {
+fn nearest_cells(scores: &[f32], nearest: &mut [u16], order: &mut Vec<u16>) {
+    debug_assert!(scores.len() <= MAX_CELLS);
     let probes = nearest.len();
     order.clear();
-    order.extend(0..scores.len() as u32);
+    order.extend((0..scores.len()).map(|c| c as u16));
     order.select_nth_unstable_by(probes - 1, |a, b| {
         scores[*b as usize].total_cmp(&scores[*a as usize])
     });
@@ -474,16 +479,19 @@ fn nearest_cells(scores: &[f32], nearest: &mut [u32], order: &mut Vec<u32>) {
     nearest.sort_unstable();
 }
 
+/// Most cells one set makes: their numbers are 16-bit.
+const MAX_CELLS: usize = u16::MAX as usize + 1;
+
 /// A cell-assigning worker's buffers: a row's similarity to every pivot, the row, and the
 /// pivots' ranking.
-type CellScratch = (Vec<f32>, Vec<f32>, Vec<u32>);
+type CellScratch = (Vec<f32>, Vec<f32>, Vec<u16>);
 
 /// A refinement worker's buffers: a row's known neighbours, its candidates, their rows
 /// and their similarities.
 type Scratch = (Vec<u32>, Vec<u32>, Vec<f32>, Vec<f32>);
 
 /// The smallest cell in both sorted lists.
-fn first_shared(a: &[u32], b: &[u32]) -> Option<u32> {
+fn first_shared(a: &[u16], b: &[u16]) -> Option<u16> {
     let (mut x, mut y) = (0, 0);
     while x < a.len() && y < b.len() {
         match a[x].cmp(&b[y]) {
@@ -547,9 +555,9 @@ mod tests {
     fn a_face_keeps_only_its_nearest_cells() {
         let scores: Vec<f32> = (0..4_000).map(|c| ((c * 7919) % 4_001) as f32).collect();
         let mut order = Vec::new();
-        let mut nearest = [0u32; 8];
+        let mut nearest = [0u16; 8];
         nearest_cells(&scores, &mut nearest, &mut order);
-        let mut want: Vec<u32> = (0..4_000u32).collect();
+        let mut want: Vec<u16> = (0..4_000u16).collect();
         want.sort_by(|a, b| scores[*b as usize].total_cmp(&scores[*a as usize]));
         want.truncate(8);
         want.sort_unstable();
