@@ -177,7 +177,8 @@ impl Lists {
     }
 
     /// Neighbours held in all (a pair counts once in each of its rows).
-    pub fn pairs_held(&self) -> usize {
+    #[cfg(test)]
+    fn pairs_held(&self) -> usize {
         self.entries.len()
     }
 
