@@ -582,11 +582,15 @@ mod tests {
             .is_empty());
     }
 
-    #[test]
-    fn recall_against_exact_search_on_clustered_faces() {
-        let (generator, hnsw, exact) = built(HnswConfig::default());
-        assert_eq!(hnsw.len(), 10_000);
-        let queries = 300;
+    /// Recall@1 and recall@10 of `queries` searches against exact search, each similarity
+    /// reported checked within `tolerance` of the exact cosine.
+    fn against_exact(
+        generator: &FaceGenerator,
+        hnsw: &Hnsw,
+        exact: &Exact,
+        queries: usize,
+        tolerance: f32,
+    ) -> (f64, f64) {
         let (mut at1, mut at10) = (0, 0);
         for q in 0..queries {
             let query = generator.query(q);
@@ -597,14 +601,23 @@ mod tests {
                 .iter()
                 .filter(|g| want.iter().any(|w| w.id == g.id))
                 .count();
-            // F16 storage: the similarities reported are within a rounding of the exact ones.
             for g in &got {
                 let truth = crate::kernel::dot(&query, &generator.face(g.id as usize));
-                assert!((truth - g.similarity).abs() < 2e-3, "{truth} vs {g:?}");
+                assert!((truth - g.similarity).abs() < tolerance, "{truth} vs {g:?}");
             }
         }
-        let recall1 = at1 as f64 / queries as f64;
-        let recall10 = at10 as f64 / (queries * 10) as f64;
+        (
+            at1 as f64 / queries as f64,
+            at10 as f64 / (queries * 10) as f64,
+        )
+    }
+
+    #[test]
+    fn recall_against_exact_search_on_clustered_faces() {
+        let (generator, hnsw, exact) = built(HnswConfig::default());
+        assert_eq!(hnsw.len(), 10_000);
+        // F16 storage: the similarities reported are within a rounding of the exact ones.
+        let (recall1, recall10) = against_exact(&generator, &hnsw, &exact, 300, 2e-3);
         // Measured 1.000 and 0.99+ here; the floors leave room for other seeds, not for bugs.
         assert!(recall1 >= 0.99, "recall@1 {recall1}");
         assert!(recall10 >= 0.95, "recall@10 {recall10}");
@@ -616,25 +629,10 @@ mod tests {
             quantization: Quantization::I8,
             ..HnswConfig::default()
         });
-        let (queries, mut at10) = (100, 0);
-        for q in 0..queries {
-            let query = generator.query(q);
-            let want = exact.search(&query, 10).unwrap();
-            let got = hnsw.search(&query, 10).unwrap();
-            at10 += got
-                .iter()
-                .filter(|g| want.iter().any(|w| w.id == g.id))
-                .count();
-            for g in &got {
-                let truth = crate::kernel::dot(&query, &generator.face(g.id as usize));
-                assert!((truth - g.similarity).abs() < 0.03, "{truth} vs {g:?}");
-            }
-        }
-        assert!(
-            at10 >= queries * 10 * 95 / 100,
-            "recall@10 {at10}/{}",
-            queries * 10
-        );
+        // Cosines of the quantised vectors: a few hundredths off at most. Recall@1 is
+        // not asserted: i8 reorders a query's closest faces (README).
+        let (_, recall10) = against_exact(&generator, &hnsw, &exact, 100, 0.03);
+        assert!(recall10 >= 0.95, "recall@10 {recall10}");
     }
 
     #[test]
