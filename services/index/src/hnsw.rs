@@ -21,7 +21,7 @@ pub enum Quantization {
     F32,
     /// 2 bytes a component; similarities within ~1e-3 of exact. The default.
     F16,
-    /// 1 byte a component; similarities within ~0.01 of exact, too coarse to rank a query's
+    /// 1 byte a component; similarities within 0.03 of exact (tested), too coarse to rank a query's
     /// closest faces (recall@1 ~0.95, README), kept for measuring.
     I8,
 }
